@@ -1,0 +1,114 @@
+"""The ``kbterm`` command: a thin click layer over the headless core.
+
+Nothing heavy is imported at module level, so ``kbterm --help`` is instant and never loads torch;
+each command imports what it needs.  Library errors (:class:`~kbterm.errors.KbtermError`) are
+printed as one line on stderr, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from kbterm import __version__
+from kbterm.errors import KbtermError
+
+
+class State:
+    """Per-invocation state: the config is read on first use."""
+
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Any = None
+
+    @property
+    def config(self) -> Any:
+        if self._config is None:
+            from kbterm.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file (default: $KBTERM_CONFIG, else the platform config path).")
+@click.option("-v", "--verbose", is_flag=True, help="Log what kbterm is doing to stderr.")
+@click.version_option(__version__, prog_name="kbterm")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """kbterm: search and ask your own files (text, PDFs, images, video) from the terminal."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = State(config_path)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--load", "load", is_flag=True,
+              help="Also load each model and run one small inference with it.")
+@click.pass_obj
+def doctor(state: State, as_json: bool, load: bool) -> None:
+    """Show the configured models, whether each is downloaded, and where they would run."""
+    from kbterm.doctor import check_loading, diagnose, render
+
+    report = diagnose(state.config)
+    checks = check_loading(state.config) if load else []
+    if as_json:
+        data = report.to_dict()
+        if load:
+            data["load"] = [c.__dict__ for c in checks]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(render(report))
+        if load:
+            click.echo("\nload check")
+            for c in checks:
+                click.echo(f"  {c.role:<10} {'ok' if c.ok else 'error'}: {c.detail}")
+    if any(not c.ok for c in checks):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("roles", nargs=-1, type=click.Choice(["embedder", "reranker", "generator", "all"]))
+@click.pass_obj
+def pull(state: State, roles: tuple[str, ...]) -> None:
+    """Download the configured models (all three by default), with progress bars."""
+    from kbterm.models.registry import model_spec
+    from kbterm.models.runtime import ROLES, download_model, is_local_spec
+
+    wanted = ROLES if not roles or "all" in roles else tuple(r for r in ROLES if r in roles)
+    for role in wanted:
+        spec = model_spec(state.config, role)
+        if is_local_spec(spec.model):
+            click.echo(f"{role}: {spec.model} is a local folder, nothing to download")
+            continue
+        click.echo(f"{role}: fetching {spec.model} from {spec.source}", err=True)
+        path = download_model(spec.model, role, source=spec.source)
+        click.echo(f"{role}: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning kbterm errors into one line and exit code 1."""
+    try:
+        code = cli.main(args=argv, prog_name="kbterm", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KbtermError as exc:
+        click.echo(f"kbterm: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -1,0 +1,325 @@
+"""kbterm's configuration: typed sections read from one TOML file.
+
+The file is found at ``--config``, else ``$KBTERM_CONFIG``, else the platform config path
+(``~/.config/kbterm/config.toml`` on Linux).  Every key is optional and documented in
+``config.example.toml``.  An unknown key or a value of the wrong type stops kbterm with one line
+that names the key and the file, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbterm.errors import ConfigError
+from kbterm.paths import config_path, resolve_data_dir
+
+DEFAULT_DOCUMENT_INSTRUCTION = "Represent the user's input."
+DEFAULT_QUERY_INSTRUCTION = "Retrieve images or text relevant to the user's query."
+DEFAULT_RERANK_INSTRUCTION = (
+    "Given a search query, retrieve relevant candidates that answer the query."
+)
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SOURCES = ("huggingface", "modelscope")
+
+
+@dataclass
+class LibraryConfig:
+    """What to index."""
+
+    folders: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EmbedderConfig:
+    """Qwen3-VL-Embedding: one vector space for text, images, pages and video."""
+
+    model: str = "Qwen/Qwen3-VL-Embedding-2B"
+    device: str = ""
+    dtype: str = ""
+    dimension: int = 0
+    document_instruction: str = DEFAULT_DOCUMENT_INSTRUCTION
+    query_instruction: str = DEFAULT_QUERY_INSTRUCTION
+    batch_tokens: int = 16384
+    max_length: int = 8192
+
+
+@dataclass
+class RerankerConfig:
+    """Qwen3-VL-Reranker: scores (query, candidate) pairs."""
+
+    model: str = "Qwen/Qwen3-VL-Reranker-2B"
+    device: str = ""
+    dtype: str = ""
+    instruction: str = DEFAULT_RERANK_INSTRUCTION
+    batch_tokens: int = 16384
+    max_length: int = 10240
+
+
+@dataclass
+class GeneratorConfig:
+    """Qwen3-VL-Instruct: writes answers from the retrieved evidence."""
+
+    model: str = "Qwen/Qwen3-VL-2B-Instruct"
+    device: str = ""
+    dtype: str = ""
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+
+
+@dataclass
+class ModelsConfig:
+    """Where models come from and where they run."""
+
+    source: str = "huggingface"
+    offline: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    reranker: RerankerConfig = field(default_factory=RerankerConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+
+
+@dataclass
+class ChunkConfig:
+    """Chunk size and overlap, in tokens of the embedder's tokenizer."""
+
+    size: int = 512
+    overlap: int = 50
+
+
+@dataclass
+class ChunkingConfig:
+    """Chunking per file type."""
+
+    text: ChunkConfig = field(default_factory=ChunkConfig)
+    markdown: ChunkConfig = field(default_factory=ChunkConfig)
+    html: ChunkConfig = field(default_factory=ChunkConfig)
+    json: ChunkConfig = field(default_factory=ChunkConfig)
+    pdf: ChunkConfig = field(default_factory=ChunkConfig)
+
+
+DEFAULT_IGNORE = [
+    "*.swp", "*.swo", "*~", "*.tmp", "*.part", "*.crdownload", ".DS_Store", "Thumbs.db",
+    "__pycache__", "node_modules", ".git",
+]
+
+
+@dataclass
+class IndexingConfig:
+    """How files become chunks."""
+
+    ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+
+
+@dataclass
+class SearchConfig:
+    """How many candidates retrieval keeps and the reranker sees."""
+
+    candidates: int = 100
+    rerank: int = 20
+
+
+@dataclass
+class Config:
+    """The whole configuration; ``source`` is the file it was read from (None: defaults)."""
+
+    data_dir: str = ""
+    library: LibraryConfig = field(default_factory=LibraryConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    indexing: IndexingConfig = field(default_factory=IndexingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    source: Path | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def data_path(self) -> Path:
+        """The folder holding the index (``KBTERM_DATA_DIR`` overrides ``data_dir``)."""
+        return resolve_data_dir(self.data_dir)
+
+    def folder_paths(self) -> list[Path]:
+        """The watched folders, with ``~`` expanded."""
+        return [Path(f).expanduser() for f in self.library.folders]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(explicit: str | Path | None = None) -> Config:
+    """Read the configuration (see module docstring for where from)."""
+    path, named = config_path(explicit)
+    if not path.exists():
+        if named:
+            raise ConfigError(f"config file not found: {path}")
+        return Config()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from None
+    return config_from_dict(raw, path)
+
+
+def config_from_dict(raw: dict[str, Any], source: Path | None = None) -> Config:
+    """Build a validated :class:`Config` from parsed TOML (``source`` names it in errors)."""
+    where = str(source) if source else "config"
+    config = _build(Config, raw, "", where)
+    config.source = source
+    _check_values(config, where)
+    return config
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {
+        f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal", False)
+    }
+
+
+def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.')}' must be a table, not {_kind(raw)}")
+    fields = _fields(cls)
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = prefix + key
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"{where}: unknown key '{dotted}'{hint}")
+        values[key] = _coerce(hints[key], value, dotted, where)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, dotted: str, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, dotted + ".", where)
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{where}: '{dotted}' must be a list of {_PLURALS[item_type]}, not {_kind(value)}"
+            )
+        for i, item in enumerate(value):
+            if not _is(item_type, item):
+                raise ConfigError(
+                    f"{where}: '{dotted}[{i}]' must be {_name(item_type)}, not {_kind(item)}"
+                )
+        return list(value)
+    if not _is(hint, value):
+        raise ConfigError(f"{where}: '{dotted}' must be {_name(hint)}, not {_kind(value)}")
+    return float(value) if hint is float else value
+
+
+def _is(hint: Any, value: Any) -> bool:
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    raise TypeError(f"unsupported config type {hint!r}")
+
+
+_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
+
+
+def _name(hint: Any) -> str:
+    return _NAMES.get(hint, str(hint))
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_values(config: Config, where: str) -> None:
+    """Checks that span more than a value's type."""
+
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{where}: '{key}' {msg}")
+
+    m = config.models
+    if m.source not in SOURCES:
+        raise bad("models.source", f"must be one of {', '.join(SOURCES)}, not {m.source!r}")
+    for key, device in [
+        ("models.device", m.device),
+        ("models.embedder.device", m.embedder.device or "auto"),
+        ("models.reranker.device", m.reranker.device or "auto"),
+        ("models.generator.device", m.generator.device or "auto"),
+    ]:
+        if not DEVICE_RE.match(device):
+            raise bad(key, f"must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
+    for key, dtype in [
+        ("models.dtype", m.dtype),
+        ("models.embedder.dtype", m.embedder.dtype or "auto"),
+        ("models.reranker.dtype", m.reranker.dtype or "auto"),
+        ("models.generator.dtype", m.generator.dtype or "auto"),
+    ]:
+        if dtype not in DTYPES:
+            raise bad(key, f"must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    for key, model in [
+        ("models.embedder.model", m.embedder.model),
+        ("models.reranker.model", m.reranker.model),
+        ("models.generator.model", m.generator.model),
+    ]:
+        if not model.strip():
+            raise bad(key, "must name a Hugging Face model id or a local folder")
+    dim = m.embedder.dimension
+    if dim != 0 and dim < 64:
+        raise bad("models.embedder.dimension", f"must be 0 (full size) or at least 64, not {dim}")
+    for key, value, low in [
+        ("models.embedder.batch_tokens", m.embedder.batch_tokens, 64),
+        ("models.reranker.batch_tokens", m.reranker.batch_tokens, 64),
+        ("models.embedder.max_length", m.embedder.max_length, 16),
+        ("models.reranker.max_length", m.reranker.max_length, 16),
+        ("models.generator.max_new_tokens", m.generator.max_new_tokens, 1),
+        ("search.candidates", config.search.candidates, 1),
+        ("search.rerank", config.search.rerank, 0),
+    ]:
+        if value < low:
+            raise bad(key, f"must be at least {low}, not {value}")
+    if m.generator.temperature < 0:
+        raise bad("models.generator.temperature", "must not be negative")
+    if config.search.rerank > config.search.candidates:
+        raise bad("search.rerank", "must not exceed search.candidates")
+    for name in _fields(ChunkingConfig):
+        chunk: ChunkConfig = getattr(config.indexing.chunking, name)
+        key = f"indexing.chunking.{name}"
+        if chunk.size < 16:
+            raise bad(key + ".size", f"must be at least 16 tokens, not {chunk.size}")
+        if not 0 <= chunk.overlap < chunk.size:
+            raise bad(key + ".overlap", f"must be between 0 and size - 1, not {chunk.overlap}")
+
+
+def iter_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (used to check that the example documents them all)."""
+    keys: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for name in _fields(cls):
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            keys.extend(iter_keys(hint, f"{prefix}{name}."))
+        else:
+            keys.append(prefix + name)
+    return keys

@@ -1,0 +1,23 @@
+"""The errors kbterm reports to people: one line each, something they can act on."""
+
+from __future__ import annotations
+
+
+class KbtermError(Exception):
+    """Base class of errors shown to the user as a single line (no traceback)."""
+
+
+class ConfigError(KbtermError):
+    """The configuration file is unreadable or holds an unknown key or a wrong value."""
+
+
+class ModelNotAvailable(KbtermError):
+    """A model is neither a local folder nor downloadable right now."""
+
+
+class ModelLoadError(KbtermError):
+    """A model folder exists but could not be loaded (wrong files, wrong architecture)."""
+
+
+class InputError(KbtermError):
+    """An input (image, video, text) given to a model cannot be read."""

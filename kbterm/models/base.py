@@ -1,0 +1,114 @@
+"""The lazy, releasable model handle shared by the embedder, reranker and generator."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kbterm.errors import ModelLoadError
+from kbterm.models.runtime import Runtime, choose_runtime, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which checkpoint a role uses and how it runs."""
+
+    role: str
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    source: str = "huggingface"
+    offline: bool = False
+
+
+def quiet_transformers() -> None:
+    """Loading reports and weight progress bars are noise in a terminal tool."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+class LazyModel:
+    """Loads its checkpoint on first use (once, thread-safely) and can be released.
+
+    Subclasses implement :meth:`_load`, which receives the local folder and the runtime and sets
+    whatever attributes inference needs; :meth:`_unload` drops them.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._lock = threading.RLock()
+        self._loaded = False
+        self.runtime: Runtime | None = None
+        self.path: Path | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        """Resolve (download if needed) and load the checkpoint; a no-op when loaded."""
+        with self._lock:
+            if self._loaded:
+                return
+            path = resolve_model(
+                self.spec.model, self.spec.role, source=self.spec.source, offline=self.spec.offline
+            )
+            runtime = choose_runtime(self.spec.device, self.spec.dtype)
+            quiet_transformers()
+            try:
+                self._load(path, runtime)
+            except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise ModelLoadError(
+                    f"cannot load {self.spec.role} model from {path}: {str(exc).splitlines()[0]}"
+                ) from exc
+            self.path, self.runtime, self._loaded = path, runtime, True
+            log.info("loaded %s %s on %s (%s, %s)", self.spec.role, path, runtime.device,
+                     runtime.dtype, runtime.attn_implementation)
+
+    def release(self) -> None:
+        """Free the weights; the next call loads them again."""
+        with self._lock:
+            if not self._loaded:
+                return
+            self._unload()
+            self._loaded = False
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:  # pragma: no cover
+                pass
+
+    @property
+    def pass_overhead(self) -> int:
+        """The fixed cost of a forward pass in padded tokens, for batch planning."""
+        from kbterm.models.encoding import CPU_PASS_OVERHEAD_TOKENS, GPU_PASS_OVERHEAD_TOKENS
+
+        on_gpu = self.runtime is not None and self.runtime.device.startswith("cuda")
+        return GPU_PASS_OVERHEAD_TOKENS if on_gpu else CPU_PASS_OVERHEAD_TOKENS
+
+    def _load(self, path: Path, runtime: Runtime) -> None:
+        raise NotImplementedError
+
+    def _unload(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _from_pretrained(cls: Any, path: Path, runtime: Runtime) -> Any:
+        """``cls.from_pretrained`` on ``runtime``'s device, dtype and attention kernel."""
+        model = cls.from_pretrained(
+            str(path),
+            dtype=runtime.torch_dtype(),
+            attn_implementation=runtime.attn_implementation,
+        )
+        return model.to(runtime.device).eval()

@@ -1,0 +1,190 @@
+"""Where a model comes from and where it runs.
+
+* :func:`choose_runtime` decides device, dtype and attention kernel: CUDA gets bfloat16 with
+  ``flash_attention_2`` when flash-attn imports (else ``sdpa``); the CPU gets float32, because
+  bfloat16 matmuls are very slow on CPUs without native bf16 support.
+* :func:`resolve_model` turns a model spec (a Hub id or a local folder) into a local folder,
+  downloading a Hub id on first use with a progress bar (Hugging Face or ModelScope).  Offline
+  and not cached, it raises :class:`~kbterm.errors.ModelNotAvailable` with the exact command that
+  fetches the model.
+
+Nothing here imports torch at module import time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from kbterm.errors import ModelNotAvailable
+
+Role = Literal["embedder", "reranker", "generator"]
+ROLES: tuple[Role, ...] = ("embedder", "reranker", "generator")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The device, dtype and attention implementation a model loads with."""
+
+    device: str
+    dtype: str
+    attn_implementation: str
+
+    def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def flash_attn_available() -> bool:
+    """Whether the optional ``flash-attn`` package (extra ``gpu``) is installed."""
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_runtime(
+    device: str = "auto",
+    dtype: str = "auto",
+    *,
+    has_cuda: bool | None = None,
+    has_flash_attn: bool | None = None,
+) -> Runtime:
+    """Pick device, dtype and attention kernel; ``auto`` follows the model contract."""
+    if device == "auto":
+        if has_cuda is None:
+            has_cuda = cuda_available()
+        device = "cuda" if has_cuda else "cpu"
+    on_cuda = device.startswith("cuda")
+    if dtype == "auto":
+        dtype = "bfloat16" if on_cuda else "float32"
+    if on_cuda and dtype in ("bfloat16", "float16"):
+        if has_flash_attn is None:
+            has_flash_attn = flash_attn_available()
+        attn = "flash_attention_2" if has_flash_attn else "sdpa"
+    else:
+        attn = "sdpa"
+    return Runtime(device=device, dtype=dtype, attn_implementation=attn)
+
+
+# --------------------------------------------------------------------------- model sources
+
+
+def is_local_spec(spec: str) -> bool:
+    """A spec is a local folder when it looks like a path or names an existing folder."""
+    if spec.startswith(("/", ".", "~")) or spec.count("/") != 1 or "\\" in spec:
+        return True  # a Hub id is exactly "org/name"
+    return Path(spec).expanduser().is_dir()
+
+
+def modelscope_id(spec: str) -> str:
+    """ModelScope names the Qwen checkpoints ``qwen/<name>``."""
+    org, _, name = spec.partition("/")
+    return f"qwen/{name}" if org == "Qwen" else spec
+
+
+def fetch_command(role: str) -> str:
+    return f"kbterm pull {role}"
+
+
+def hub_offline(offline_setting: bool = False) -> bool:
+    """Offline when the config says so or ``HF_HUB_OFFLINE`` is set (as huggingface_hub reads it)."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return offline_setting or flag in ("1", "true", "yes", "on")
+
+
+def cached_model_path(spec: str, source: str = "huggingface") -> Path | None:
+    """The local folder of a model if it is a folder or already downloaded, else None."""
+    if is_local_spec(spec):
+        path = Path(spec).expanduser()
+        return path if (path / "config.json").is_file() else None
+    if source == "modelscope":
+        return _modelscope_cached(spec)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(spec, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _modelscope_cached(spec: str) -> Path | None:
+    if importlib.util.find_spec("modelscope") is None:
+        return None
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(modelscope_id(spec), local_files_only=True))
+    except Exception:  # noqa: BLE001 - modelscope raises plain exceptions when not cached
+        return None
+    return folder if (folder / "config.json").is_file() else None
+
+
+def resolve_model(
+    spec: str,
+    role: str,
+    *,
+    source: str = "huggingface",
+    offline: bool = False,
+) -> Path:
+    """Return a local folder for ``spec``, downloading a Hub id (with a progress bar) if needed."""
+    if is_local_spec(spec):
+        path = Path(spec).expanduser()
+        if not path.is_dir():
+            raise ModelNotAvailable(f"{role} model folder not found: {path}")
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailable(
+                f"{role} model folder {path} has no config.json: is it a Hugging Face checkpoint?"
+            )
+        return path
+    cached = cached_model_path(spec, source)
+    if cached is not None:
+        return cached
+    if hub_offline(offline):
+        raise ModelNotAvailable(
+            f"{role} model {spec} is not downloaded and kbterm is offline; "
+            f"fetch it with: {fetch_command(role)}"
+        )
+    return download_model(spec, role, source=source)
+
+
+def download_model(spec: str, role: str, *, source: str = "huggingface") -> Path:
+    """Download a Hub model with a progress bar and return its local folder."""
+    if source == "modelscope":
+        if importlib.util.find_spec("modelscope") is None:
+            raise ModelNotAvailable(
+                "models.source is 'modelscope' but the modelscope package is not installed; "
+                "install it with: pip install 'kbterm[modelscope]'"
+            )
+        from modelscope.hub.snapshot_download import snapshot_download as ms_download
+
+        try:
+            return Path(ms_download(modelscope_id(spec)))
+        except Exception as exc:  # noqa: BLE001 - report any download failure in one line
+            raise ModelNotAvailable(
+                f"cannot download {role} model {modelscope_id(spec)} from ModelScope: "
+                f"{_one_line(exc)}; retry with: {fetch_command(role)}"
+            ) from None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec))
+    except Exception as exc:  # noqa: BLE001 - connection, auth, 404: all one line for the user
+        raise ModelNotAvailable(
+            f"cannot download {role} model {spec} from Hugging Face: {_one_line(exc)}; "
+            f"when online, run: {fetch_command(role)}"
+        ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

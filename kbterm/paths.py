@@ -1,0 +1,47 @@
+"""Where kbterm keeps its configuration and its data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP_NAME = "kbterm"
+CONFIG_ENV = "KBTERM_CONFIG"
+DATA_DIR_ENV = "KBTERM_DATA_DIR"
+
+
+def default_config_path() -> Path:
+    """The per-user config file (``~/.config/kbterm/config.toml`` on Linux)."""
+    from platformdirs import user_config_path
+
+    return user_config_path(APP_NAME, appauthor=False) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder that holds the index (``~/.local/share/kbterm`` on Linux)."""
+    from platformdirs import user_data_path
+
+    return user_data_path(APP_NAME, appauthor=False)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, bool]:
+    """The config file to read and whether the user named it (``--config`` or ``KBTERM_CONFIG``).
+
+    A file the user named must exist; the default one may be absent (defaults apply).
+    """
+    if explicit:
+        return Path(explicit).expanduser(), True
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser(), True
+    return default_config_path(), False
+
+
+def resolve_data_dir(configured: str = "") -> Path:
+    """``KBTERM_DATA_DIR`` beats the config's ``data_dir``, which beats the platform default."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    if configured:
+        return Path(configured).expanduser()
+    return default_data_dir()

@@ -1,0 +1,75 @@
+"""Shared fixtures: a tiny random Qwen3-VL checkpoint, model handles, an isolated environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, monkeypatch):
+    """No test reads the user's config or data, or reaches the Hub."""
+    monkeypatch.delenv("KBTERM_CONFIG", raising=False)
+    monkeypatch.setenv("KBTERM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random Qwen3-VL checkpoint (text hidden 64, vision hidden 32) built for this session."""
+    from kbterm.models.random_checkpoint import build_random_checkpoint
+
+    return build_random_checkpoint(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_model_dir):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.embedder import Embedder
+
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), device="cpu"))
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="session")
+def reranker(tiny_model_dir):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.reranker import Reranker
+
+    model = Reranker(ModelSpec("reranker", str(tiny_model_dir), device="cpu"))
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="session")
+def generator(tiny_model_dir):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.generator import Generator
+
+    model = Generator(ModelSpec("generator", str(tiny_model_dir), device="cpu"), max_new_tokens=16)
+    model.load()
+    return model
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """A private copy of ../shared/corpus (never written to)."""
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing at {CORPUS}")
+    dest = tmp_path_factory.mktemp("corpus") / "corpus"
+    shutil.copytree(CORPUS, dest)
+    return dest
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env

@@ -1,0 +1,92 @@
+"""The reranker on a tiny random Qwen3-VL checkpoint: batched scores equal single-pair scores."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbterm.models.base import ModelSpec
+from kbterm.models.inputs import Image, Video
+from kbterm.models.reranker import KEEP_TAIL, SYSTEM_PROMPT, Reranker
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def documents(corpus):
+    images = corpus / "images"
+    return [
+        "a short note",
+        "a long document about the terminal knowledge base and its retrieval pipeline " * 10,
+        images / "docpage_0.jpg",
+        Image(images / "photo_3.jpg"),
+        Video(corpus / "video" / "example.mp4"),
+        ["caption beside a photo", images / "beach.jpeg"],
+        [],
+    ]
+
+
+@pytest.mark.parametrize("query_kind", ["text", "image", "mixed"])
+def test_batched_scores_equal_single_pair_scores(reranker, documents, corpus, query_kind):
+    query = {
+        "text": "what does the slide say?",
+        "image": corpus / "images" / "photo_4.jpg",
+        "mixed": ["find this place", corpus / "images" / "photo_4.jpg"],
+    }[query_kind]
+    calls = reranker.forward_calls
+    batched = reranker.score(query, documents)
+    assert reranker.forward_calls - calls < len(documents)  # pairs really were batched
+    assert len(batched) == len(documents)
+    assert all(0.0 < s < 1.0 for s in batched)
+    for doc, score in zip(documents, batched):
+        assert abs(reranker.score(query, [doc])[0] - score) <= TOL
+    reversed_ = reranker.score(query, documents[::-1])[::-1]
+    assert max(abs(a - b) for a, b in zip(reversed_, batched)) <= TOL
+
+
+def test_twenty_text_documents_in_few_passes(tiny_model_dir):
+    model = Reranker(ModelSpec("reranker", str(tiny_model_dir)), batch_tokens=8192)
+    docs = [f"document number {i} " + "words " * (i * 7) for i in range(20)]
+    scores = model.score("which document?", docs)
+    assert model.forward_calls < 20
+    one_by_one = Reranker(ModelSpec("reranker", str(tiny_model_dir)), batch_tokens=1)
+    singles = one_by_one.score("which document?", docs)
+    assert one_by_one.forward_calls == 20
+    assert max(abs(a - b) for a, b in zip(scores, singles)) <= TOL
+    assert len(set(round(s, 6) for s in scores)) > 1  # scores depend on the document
+
+
+def test_message_format_follows_the_contract(reranker, corpus):
+    msgs = reranker.messages("the query", ["doc text", corpus / "images" / "photo_0.jpg"])
+    assert msgs[0]["content"][0]["text"] == SYSTEM_PROMPT
+    parts = msgs[1]["content"]
+    assert parts[0] == {"type": "text", "text": "<Instruct>: Given a search query, retrieve "
+                        "relevant candidates that answer the query."}
+    assert parts[1] == {"type": "text", "text": "<Query>:"}
+    assert parts[2] == {"type": "text", "text": "the query"}
+    assert parts[3] == {"type": "text", "text": "\n<Document>:"}
+    assert [p["type"] for p in parts[4:]] == ["image", "text"]
+    empty = reranker.messages([], [])
+    assert [p.get("text") for p in empty[1]["content"][1:]] == ["<Query>:", "NULL",
+                                                                "\n<Document>:", "NULL"]
+    custom = reranker.messages("q", "d", instruction="Find tax forms")
+    assert custom[1]["content"][0]["text"] == "<Instruct>: Find tax forms"
+
+
+def test_over_long_pair_keeps_generation_prompt_and_special_tokens(tiny_model_dir, corpus):
+    model = Reranker(ModelSpec("reranker", str(tiny_model_dir)), max_length=80)
+    full = Reranker(ModelSpec("reranker", str(tiny_model_dir)), max_length=100_000)
+    doc = ["lots of words " * 300, corpus / "images" / "photo_1.jpg"]
+    enc, ref = model.encode("query", doc), full.encode("query", doc)
+    assert enc.truncated and not ref.truncated
+    ids, ref_ids = enc.input_ids.tolist(), ref.input_ids.tolist()
+    assert ids[-KEEP_TAIL:] == ref_ids[-KEEP_TAIL:]
+    tok = model._encoder.processor.tokenizer
+    assert tok.decode(ids[-KEEP_TAIL:]).endswith("<|im_start|>assistant\n")
+    special = model._encoder.special_ids
+    assert [t for t in ids if t in special] == [t for t in ref_ids if t in special]
+    score = model.score("query", [doc])[0]
+    assert 0.0 < score < 1.0
+
+
+def test_no_documents(reranker):
+    assert reranker.score("anything", []) == []

@@ -1,0 +1,78 @@
+"""Device choice and model sources (no download ever happens in tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kbterm.errors import ModelLoadError, ModelNotAvailable
+from kbterm.models.base import ModelSpec
+from kbterm.models.embedder import Embedder
+from kbterm.models.runtime import (
+    choose_runtime,
+    is_local_spec,
+    modelscope_id,
+    resolve_model,
+)
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "cuda", "flash", "expected"),
+    [
+        ("auto", "auto", False, False, ("cpu", "float32", "sdpa")),
+        ("auto", "auto", True, False, ("cuda", "bfloat16", "sdpa")),
+        ("auto", "auto", True, True, ("cuda", "bfloat16", "flash_attention_2")),
+        ("cuda:1", "auto", True, True, ("cuda:1", "bfloat16", "flash_attention_2")),
+        ("cuda", "float32", True, True, ("cuda", "float32", "sdpa")),
+        ("cuda", "float16", True, True, ("cuda", "float16", "flash_attention_2")),
+        ("cpu", "auto", True, True, ("cpu", "float32", "sdpa")),
+        ("cpu", "bfloat16", False, False, ("cpu", "bfloat16", "sdpa")),
+    ],
+)
+def test_choose_runtime(device, dtype, cuda, flash, expected):
+    rt = choose_runtime(device, dtype, has_cuda=cuda, has_flash_attn=flash)
+    assert (rt.device, rt.dtype, rt.attn_implementation) == expected
+
+
+def test_auto_on_this_machine_is_cpu_float32():
+    import torch
+
+    rt = choose_runtime()
+    if not torch.cuda.is_available():
+        assert (rt.device, rt.dtype, rt.attn_implementation) == ("cpu", "float32", "sdpa")
+    assert rt.torch_dtype() in (torch.float32, torch.bfloat16)
+
+
+def test_local_specs_and_hub_ids(tmp_path):
+    assert not is_local_spec("Qwen/Qwen3-VL-Embedding-2B")
+    assert is_local_spec(str(tmp_path))
+    assert is_local_spec("./models/qwen")
+    assert is_local_spec("~/models/qwen")
+    assert is_local_spec("some/deep/folder")
+    assert modelscope_id("Qwen/Qwen3-VL-Reranker-2B") == "qwen/Qwen3-VL-Reranker-2B"
+
+
+def test_offline_missing_hub_model_says_how_to_fetch_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelNotAvailable) as info:
+        resolve_model("Qwen/Not-A-Cached-Model", "embedder", offline=True)
+    message = str(info.value)
+    assert message == ("embedder model Qwen/Not-A-Cached-Model is not downloaded and kbterm is "
+                       "offline; fetch it with: kbterm pull embedder")
+    model = Embedder(ModelSpec("embedder", "Qwen/Not-A-Cached-Model", offline=True))
+    with pytest.raises(ModelNotAvailable, match="kbterm pull embedder"):
+        model.embed(["x"])
+
+
+def test_missing_or_wrong_local_folder(tmp_path):
+    with pytest.raises(ModelNotAvailable, match="model folder not found"):
+        resolve_model(str(tmp_path / "absent"), "reranker")
+    with pytest.raises(ModelNotAvailable, match="has no config.json"):
+        resolve_model(str(tmp_path), "reranker")
+    (tmp_path / "config.json").write_text("{}")
+    model = Embedder(ModelSpec("embedder", str(tmp_path)))
+    with pytest.raises(ModelLoadError, match="cannot load embedder model from"):
+        model.load()
+
+
+def test_local_folder_resolves_to_itself(tiny_model_dir):
+    assert resolve_model(str(tiny_model_dir), "embedder") == tiny_model_dir
