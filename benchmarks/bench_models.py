@@ -32,10 +32,10 @@ TEXT = CORPUS / "text" / "pymupdf-llms-full.txt"
 def mixed_items(rng: np.random.Generator) -> list:
     words = TEXT.read_text(encoding="utf-8").split()
     items: list = []
-    for i in range(24):  # short texts: queries, titles, captions
+    for _ in range(24):  # short texts: queries, titles, captions
         start = int(rng.integers(0, len(words) - 40))
         items.append(" ".join(words[start:start + int(rng.integers(4, 24))]))
-    for i in range(8):  # long texts: chunks of up to ~512 tokens
+    for _ in range(8):  # long texts: chunks of up to ~512 tokens
         start = int(rng.integers(0, len(words) - 600))
         items.append(" ".join(words[start:start + int(rng.integers(150, 420))]))
     images = sorted((CORPUS / "images").glob("*.jp*g"))[:4]
@@ -60,6 +60,25 @@ def timed(fn, repeats: int) -> tuple[float, object]:
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def batch_scaling(model, repeats: int) -> list[tuple[int, float, float]]:
+    """Seconds for one pass of 1 row vs 8 identical rows, by sequence length (no padding)."""
+    import torch
+
+    rows = []
+    for length in (16, 128, 256, 1024):
+        ids = torch.randint(10, 300, (1, length))
+        batch = ids.repeat(8, 1)
+
+        def run(x):
+            with torch.inference_mode():
+                return model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=False)
+
+        single, _ = timed(lambda ids=ids: run(ids), repeats)
+        eight, _ = timed(lambda batch=batch: run(batch), repeats)
+        rows.append((length, single, eight))
+    return rows
 
 
 def main() -> None:
@@ -100,12 +119,36 @@ def main() -> None:
         docs = rerank_documents(rng)
         query = "How do I extract the text of a PDF page with PyMuPDF?"
         batched = Reranker(rspec)
-        single = Reranker(rspec, batch_tokens=1)  # one pair per forward pass, as the reference
+        # the reference: one whole pair per forward pass, no shared prefix
+        single = Reranker(rspec, batch_tokens=1, share_prefix=False)
         r_lengths = [batched.encode(query, d).length for d in docs]
         t_batched, s_batched = timed(lambda: batched.score(query, docs), args.repeats)
         t_single, s_single = timed(lambda: single.score(query, docs), args.repeats)
         rr_diff = float(np.abs(np.array(s_batched) - np.array(s_single)).max())
+        # Where the baseline's time goes: input preparation and the vision tower cost the same
+        # however pairs are batched.
+        t_encode, pairs = timed(lambda: [batched.encode(query, d) for d in docs], args.repeats)
+
+        def vision():
+            with torch.inference_mode():
+                for p in pairs:
+                    if p.pixel_values is not None:
+                        batched._model.get_image_features(p.pixel_values, p.image_grid_thw)
+
+        t_vision, _ = timed(vision, args.repeats)
         batched_calls = batched.forward_calls // (args.repeats + 1)
+
+        # The same comparison on 20 short text documents (titles, captions, snippets), where
+        # the shared query prefix is a large part of every pair.
+        short_docs = [d for d in mixed_items(rng) if isinstance(d, str)][:40]
+        short_docs = sorted(short_docs, key=len)[:20]
+        short_b, short_s = Reranker(rspec), Reranker(rspec, batch_tokens=1, share_prefix=False)
+        s_lengths = [short_b.encode(query, d).length for d in short_docs]
+        t_short_b, ss_b = timed(lambda: short_b.score(query, short_docs), args.repeats)
+        t_short_s, ss_s = timed(lambda: short_s.score(query, short_docs), args.repeats)
+        short_diff = float(np.abs(np.array(ss_b) - np.array(ss_s)).max())
+        short_calls = short_b.forward_calls // (args.repeats + 1)
+        scaling = batch_scaling(short_b._model, args.repeats)
 
     results = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -120,8 +163,18 @@ def main() -> None:
             "documents": len(docs), "tokens_min": min(r_lengths), "tokens_max": max(r_lengths),
             "kbterm_s": t_batched, "one_pair_per_pass_s": t_single,
             "ratio": t_single / t_batched, "kbterm_forward_passes": batched_calls,
-            "max_abs_diff": rr_diff,
+            "max_abs_diff": rr_diff, "encode_s": t_encode, "vision_tower_s": t_vision,
         },
+        "reranker_short": {
+            "documents": len(short_docs), "tokens_min": min(s_lengths),
+            "tokens_max": max(s_lengths), "kbterm_s": t_short_b, "one_pair_per_pass_s": t_short_s,
+            "ratio": t_short_s / t_short_b, "kbterm_forward_passes": short_calls,
+            "max_abs_diff": short_diff,
+        },
+        "batch_scaling": [
+            {"tokens": n, "one_row_s": a, "eight_rows_s": b, "speedup_of_batching": 8 * a / b}
+            for n, a, b in scaling
+        ],
     }
     if args.json:
         print(json.dumps(results, indent=2))
@@ -139,6 +192,20 @@ def main() -> None:
           f"{r['tokens_max']} tokens per pair (17 texts, 3 images) | one pair per pass: "
           f"{r['one_pair_per_pass_s']:.2f} s | {r['kbterm_forward_passes']} batched passes: "
           f"{r['kbterm_s']:.2f} s | **{r['ratio']:.2f}x** | {r['max_abs_diff']:.1e} |")
+    print(f"| (reranker, mixed set) | where the baseline's time goes | input preparation "
+          f"{r['encode_s']:.2f} s, vision tower {r['vision_tower_s']:.2f} s | | | |")
+    r = results["reranker_short"]
+    print(f"| reranker `score()` | 1 query, {r['documents']} short text documents, "
+          f"{r['tokens_min']}-{r['tokens_max']} tokens per pair | one pair per pass: "
+          f"{r['one_pair_per_pass_s']:.3f} s | {r['kbterm_forward_passes']} passes (shared prefix "
+          f"+ batches): {r['kbterm_s']:.3f} s | **{r['ratio']:.2f}x** | "
+          f"{r['max_abs_diff']:.1e} |")
+    print("\nBatch scaling of one forward pass (8 identical rows vs 1 row, no padding):\n")
+    print("| tokens per row | 1 row | 8 rows | 8 single passes / one 8-row pass |")
+    print("|---|---|---|---|")
+    for row in results["batch_scaling"]:
+        print(f"| {row['tokens']} | {row['one_row_s'] * 1000:.1f} ms | "
+              f"{row['eight_rows_s'] * 1000:.1f} ms | {row['speedup_of_batching']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from kbterm.models.generator import Evidence, SYSTEM_PROMPT
+from kbterm.models.generator import SYSTEM_PROMPT, Evidence
 
 
 def evidence(corpus):

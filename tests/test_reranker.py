@@ -32,9 +32,7 @@ def test_batched_scores_equal_single_pair_scores(reranker, documents, corpus, qu
         "image": corpus / "images" / "photo_4.jpg",
         "mixed": ["find this place", corpus / "images" / "photo_4.jpg"],
     }[query_kind]
-    calls = reranker.forward_calls
     batched = reranker.score(query, documents)
-    assert reranker.forward_calls - calls < len(documents)  # pairs really were batched
     assert len(batched) == len(documents)
     assert all(0.0 < s < 1.0 for s in batched)
     for doc, score in zip(documents, batched):
@@ -43,16 +41,36 @@ def test_batched_scores_equal_single_pair_scores(reranker, documents, corpus, qu
     assert max(abs(a - b) for a, b in zip(reversed_, batched)) <= TOL
 
 
-def test_twenty_text_documents_in_few_passes(tiny_model_dir):
-    model = Reranker(ModelSpec("reranker", str(tiny_model_dir)), batch_tokens=8192)
-    docs = [f"document number {i} " + "words " * (i * 7) for i in range(20)]
-    scores = model.score("which document?", docs)
-    assert model.forward_calls < 20
-    one_by_one = Reranker(ModelSpec("reranker", str(tiny_model_dir)), batch_tokens=1)
-    singles = one_by_one.score("which document?", docs)
-    assert one_by_one.forward_calls == 20
+def test_twenty_documents_batched_with_a_shared_prefix(tiny_model_dir):
+    spec = ModelSpec("reranker", str(tiny_model_dir))
+    docs = [f"document number {i} " + "words " * (i % 4) for i in range(20)]
+    query = "which document talks about the quarterly report?"
+    model = Reranker(spec)
+    scores = model.score(query, docs)
+    assert model.forward_calls < 10  # one prefix pass + a few batches
+    reference = Reranker(spec, batch_tokens=1, share_prefix=False)  # one whole pair per pass
+    singles = reference.score(query, docs)
+    assert reference.forward_calls == 20
     assert max(abs(a - b) for a, b in zip(scores, singles)) <= TOL
+    no_prefix = Reranker(spec, share_prefix=False)
+    batched_whole = no_prefix.score(query, docs)
+    assert no_prefix.forward_calls < 10
+    assert max(abs(a - b) for a, b in zip(batched_whole, singles)) <= TOL
     assert len(set(round(s, 6) for s in scores)) > 1  # scores depend on the document
+
+
+def test_shared_prefix_stops_before_the_query_image(reranker, corpus):
+    from kbterm.models.reranker import shared_prefix_length
+
+    image = corpus / "images" / "photo_4.jpg"
+    pairs = [reranker.encode(["find this", image], doc) for doc in ("one", "two words")]
+    prefix = shared_prefix_length(pairs)
+    first_visual = int((pairs[0].mm_token_type_ids != 0).nonzero()[0])
+    assert 0 < prefix <= first_visual
+    text_pairs = [reranker.encode("same query", doc) for doc in ("alpha", "beta gamma")]
+    n = shared_prefix_length(text_pairs)
+    tok = reranker._encoder.processor.tokenizer
+    assert tok.decode(text_pairs[0].input_ids[:n]).endswith("<Document>:")
 
 
 def test_message_format_follows_the_contract(reranker, corpus):

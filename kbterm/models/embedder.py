@@ -108,7 +108,8 @@ class Embedder(LazyModel):
         encoded = [self.encode(item, instruction) for item in items]
         out = np.zeros((len(items), self._dimension), dtype=np.float32)
         done = 0
-        for batch in plan_batches([e.length for e in encoded], self.batch_tokens, self.pass_overhead):
+        lengths = [e.length for e in encoded]
+        for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
             out[batch] = self._forward([encoded[i] for i in batch])
             done += len(batch)
             if progress is not None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from kbterm.errors import InputError
-from kbterm.models.inputs import Content, Image, Video
+from kbterm.models.inputs import Content, Video
 
 if TYPE_CHECKING:
     import torch
@@ -194,8 +194,7 @@ _reader_announced = False
 
 
 def _vision_info(messages: list[dict[str, Any]], patch_size: int) -> tuple[Any, Any, dict]:
-    from qwen_vl_utils import process_vision_info
-    from qwen_vl_utils import vision_process
+    from qwen_vl_utils import process_vision_info, vision_process
 
     global _reader_announced
     if not _reader_announced:

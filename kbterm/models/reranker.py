@@ -34,6 +34,8 @@ SYSTEM_PROMPT = (
 )
 # The generation prompt (<|im_end|>\n<|im_start|>assistant\n) survives truncation.
 KEEP_TAIL = 5
+# Below this many shared tokens, reusing the query prefix is not worth a separate pass.
+MIN_SHARED_PREFIX = 16
 
 
 class Reranker(LazyModel):
@@ -47,8 +49,10 @@ class Reranker(LazyModel):
         batch_tokens: int = 16384,
         max_length: int = 10240,
         limits: VisionLimits | None = None,
+        share_prefix: bool = True,
     ) -> None:
         super().__init__(spec)
+        self.share_prefix = share_prefix
         self.default_instruction = instruction
         self.batch_tokens = batch_tokens
         self.max_length = max_length
@@ -103,13 +107,28 @@ class Reranker(LazyModel):
         if not documents:
             return []
         encoded = [self.encode(query, doc, instruction) for doc in documents]
+        prefix = shared_prefix_length(encoded) if self.share_prefix and len(encoded) > 1 else 0
         scores = [0.0] * len(documents)
-        for batch in plan_batches([e.length for e in encoded], self.batch_tokens, self.pass_overhead):
-            for i, s in zip(batch, self._forward([encoded[i] for i in batch])):
+        if prefix >= MIN_SHARED_PREFIX:
+            cache = self._prefix_cache(encoded[0].input_ids[:prefix])
+            lengths = [e.length - prefix for e in encoded]
+            forward = lambda batch: self._forward_after_prefix(batch, prefix, cache)  # noqa: E731
+        else:
+            lengths = [e.length for e in encoded]
+            forward = self._forward
+        for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
+            for i, s in zip(batch, forward([encoded[i] for i in batch])):
                 scores[i] = s
         return scores
 
+    def _scores(self, hidden: Any) -> list[float]:
+        import torch
+
+        logits = hidden.float() @ self._score_vector.to(hidden.device)
+        return torch.sigmoid(logits).cpu().tolist()
+
     def _forward(self, batch: list[Encoded]) -> list[float]:
+        """Score whole pairs, left-padded (the reference's input, batched)."""
         import torch
 
         assert self._model is not None and self._encoder is not None
@@ -118,5 +137,94 @@ class Reranker(LazyModel):
         with self._lock, torch.inference_mode():
             hidden = self._model(**inputs, use_cache=False).last_hidden_state[:, -1]
             self.forward_calls += 1
-        logits = hidden.float() @ self._score_vector.to(hidden.device)
-        return torch.sigmoid(logits).cpu().tolist()
+        return self._scores(hidden)
+
+    # ------------------------------------------------------------- shared query prefix
+    #
+    # Every pair of one query starts with the same tokens (system prompt, instruction, query,
+    # "<Document>:").  They are run once; their keys and values are reused for every document,
+    # which then runs only its own tokens.  Causal attention makes this exact: the prefix's states
+    # do not depend on what follows it.  Each document's positions are those it has in its full
+    # sequence (multimodal RoPE included), so the final hidden state equals the single-pair one.
+
+    def _prefix_cache(self, prefix_ids: Any) -> Any:
+        import torch
+
+        assert self._model is not None
+        ids = prefix_ids[None].to(self._model.device)
+        with self._lock, torch.inference_mode():
+            out = self._model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+            self.forward_calls += 1
+        return out.past_key_values
+
+    def _positions(self, enc: Encoded) -> Any:
+        """M-RoPE position ids (3, L) of one whole pair, as the model computes them."""
+        import torch
+
+        n = enc.length
+        if enc.image_grid_thw is None and enc.video_grid_thw is None:
+            return torch.arange(n).view(1, -1).expand(3, -1)
+        assert self._model is not None
+        positions, _ = self._model.get_rope_index(
+            enc.input_ids[None],
+            enc.mm_token_type_ids[None],
+            image_grid_thw=enc.image_grid_thw,
+            video_grid_thw=None if enc.video_grid_thw is None else enc.video_grid_thw.clone(),
+        )
+        return positions[:, 0]
+
+    def _forward_after_prefix(self, batch: list[Encoded], prefix: int, cache: Any) -> list[float]:
+        import copy
+
+        import torch
+
+        assert self._model is not None and self._encoder is not None
+        suffixes = [
+            Encoded(
+                input_ids=e.input_ids[prefix:],
+                mm_token_type_ids=e.mm_token_type_ids[prefix:],
+                pixel_values=e.pixel_values,
+                image_grid_thw=e.image_grid_thw,
+                pixel_values_videos=e.pixel_values_videos,
+                video_grid_thw=e.video_grid_thw,
+            )
+            for e in batch
+        ]
+        inputs = collate(suffixes, self._encoder.pad_id, side="left")
+        width = inputs["input_ids"].shape[1]
+        positions = torch.zeros((3, len(batch), width), dtype=torch.long)
+        for row, enc in enumerate(batch):
+            pos = self._positions(enc)[:, prefix:]
+            positions[:, row, width - pos.shape[1]:] = pos
+        n = len(batch)
+        inputs["attention_mask"] = torch.cat(
+            [torch.ones((n, prefix), dtype=torch.long), inputs["attention_mask"]], dim=1
+        )
+        inputs["position_ids"] = positions
+        inputs = move(inputs, self._model.device, self._model.dtype)
+        past = copy.deepcopy(cache)
+        if n > 1:
+            past.batch_repeat_interleave(n)
+        with self._lock, torch.inference_mode():
+            out = self._model(**inputs, past_key_values=past, use_cache=True)
+            self.forward_calls += 1
+        return self._scores(out.last_hidden_state[:, -1])
+
+
+def shared_prefix_length(encoded: Sequence[Encoded]) -> int:
+    """Tokens every pair starts with, stopping before any image or video token and leaving
+    each pair at least one token of its own."""
+    import torch
+
+    first = encoded[0]
+    limit = min(e.length for e in encoded) - 1
+    visual = torch.nonzero(first.mm_token_type_ids[:limit] != 0)
+    if len(visual):
+        limit = int(visual[0])
+    if limit <= 0:
+        return 0
+    same = torch.ones(limit, dtype=torch.bool)
+    for e in encoded[1:]:
+        same &= e.input_ids[:limit] == first.input_ids[:limit]
+    differing = torch.nonzero(~same)
+    return int(differing[0]) if len(differing) else limit

@@ -175,7 +175,9 @@ def download_model(spec: str, role: str, *, source: str = "huggingface") -> Path
                 f"{_one_line(exc)}; retry with: {fetch_command(role)}"
             ) from None
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import enable_progress_bars
 
+    enable_progress_bars()  # loading a model silences them; a download should show its bar
     try:
         return Path(snapshot_download(spec))
     except Exception as exc:  # noqa: BLE001 - connection, auth, 404: all one line for the user
