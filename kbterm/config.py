@@ -39,12 +39,19 @@ class LibraryConfig:
 
 
 @dataclass
-class EmbedderConfig:
+class ModelRoleConfig:
+    """What every model role has: a checkpoint and (optionally) its own device and dtype."""
+
+    model: str = ""
+    device: str = ""  # "" = models.device
+    dtype: str = ""  # "" = models.dtype
+
+
+@dataclass
+class EmbedderConfig(ModelRoleConfig):
     """Qwen3-VL-Embedding: one vector space for text, images, pages and video."""
 
     model: str = "Qwen/Qwen3-VL-Embedding-2B"
-    device: str = ""
-    dtype: str = ""
     dimension: int = 0
     document_instruction: str = DEFAULT_DOCUMENT_INSTRUCTION
     query_instruction: str = DEFAULT_QUERY_INSTRUCTION
@@ -53,24 +60,20 @@ class EmbedderConfig:
 
 
 @dataclass
-class RerankerConfig:
+class RerankerConfig(ModelRoleConfig):
     """Qwen3-VL-Reranker: scores (query, candidate) pairs."""
 
     model: str = "Qwen/Qwen3-VL-Reranker-2B"
-    device: str = ""
-    dtype: str = ""
     instruction: str = DEFAULT_RERANK_INSTRUCTION
     batch_tokens: int = 16384
     max_length: int = 10240
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(ModelRoleConfig):
     """Qwen3-VL-Instruct: writes answers from the retrieved evidence."""
 
     model: str = "Qwen/Qwen3-VL-2B-Instruct"
-    device: str = ""
-    dtype: str = ""
     max_new_tokens: int = 1024
     temperature: float = 0.0
 
@@ -262,29 +265,22 @@ def _check_values(config: Config, where: str) -> None:
     m = config.models
     if m.source not in SOURCES:
         raise bad("models.source", f"must be one of {', '.join(SOURCES)}, not {m.source!r}")
-    for key, device in [
-        ("models.device", m.device),
-        ("models.embedder.device", m.embedder.device or "auto"),
-        ("models.reranker.device", m.reranker.device or "auto"),
-        ("models.generator.device", m.generator.device or "auto"),
-    ]:
+    roles = {name: getattr(m, name) for name in ("embedder", "reranker", "generator")}
+    devices = [("models.device", m.device)] + [
+        (f"models.{name}.device", role.device or "auto") for name, role in roles.items()
+    ]
+    for key, device in devices:
         if not DEVICE_RE.match(device):
             raise bad(key, f"must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
-    for key, dtype in [
-        ("models.dtype", m.dtype),
-        ("models.embedder.dtype", m.embedder.dtype or "auto"),
-        ("models.reranker.dtype", m.reranker.dtype or "auto"),
-        ("models.generator.dtype", m.generator.dtype or "auto"),
-    ]:
+    dtypes = [("models.dtype", m.dtype)] + [
+        (f"models.{name}.dtype", role.dtype or "auto") for name, role in roles.items()
+    ]
+    for key, dtype in dtypes:
         if dtype not in DTYPES:
             raise bad(key, f"must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    for key, model in [
-        ("models.embedder.model", m.embedder.model),
-        ("models.reranker.model", m.reranker.model),
-        ("models.generator.model", m.generator.model),
-    ]:
-        if not model.strip():
-            raise bad(key, "must name a Hugging Face model id or a local folder")
+    for name, role in roles.items():
+        if not role.model.strip():
+            raise bad(f"models.{name}.model", "must name a Hugging Face model id or a local folder")
     dim = m.embedder.dimension
     if dim != 0 and dim < 64:
         raise bad("models.embedder.dimension", f"must be 0 (full size) or at least 64, not {dim}")

@@ -7,12 +7,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from kbterm.errors import ModelLoadError
 from kbterm.models.runtime import Runtime, choose_runtime, resolve_model
 
+if TYPE_CHECKING:
+    from kbterm.models.encoding import Encoder, VisionLimits
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -112,3 +116,60 @@ class LazyModel:
             attn_implementation=runtime.attn_implementation,
         )
         return model.to(runtime.device).eval()
+
+
+class BatchedModel(LazyModel):
+    """A model whose inputs are encoded one by one, then run in token-budgeted batches.
+
+    Subclasses build the messages for an input; batching, padding side, truncation and the
+    bookkeeping of forward passes live here once.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        batch_tokens: int,
+        max_length: int,
+        limits: "VisionLimits | None" = None,
+    ) -> None:
+        from kbterm.models.encoding import VisionLimits
+
+        super().__init__(spec)
+        self.batch_tokens = batch_tokens
+        self.max_length = max_length
+        self.limits = limits or VisionLimits()
+        self._model: Any = None
+        self._encoder: "Encoder | None" = None
+        self.forward_calls = 0  # forward passes run (benchmarks and tests read it)
+
+    def _run_batched(
+        self,
+        lengths: Sequence[int],
+        forward: Callable[[list[int]], Sequence[T]],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[T]:
+        """Call ``forward`` on planned batches of input indices; results in input order."""
+        from kbterm.models.encoding import plan_batches
+
+        results: list[Any] = [None] * len(lengths)
+        done = 0
+        for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
+            for i, result in zip(batch, forward(batch)):
+                results[i] = result
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(lengths))
+        return results
+
+    def _run(self, inputs: dict[str, Any], **kwargs: Any) -> Any:
+        """One forward pass of the base model (serialised: the model keeps RoPE state)."""
+        import torch
+
+        from kbterm.models.encoding import move
+
+        inputs = move(inputs, self._model.device, self._model.dtype)
+        with self._lock, torch.inference_mode():
+            out = self._model(**inputs, **kwargs)
+            self.forward_calls += 1
+        return out

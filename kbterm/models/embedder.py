@@ -14,15 +14,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from kbterm.config import DEFAULT_DOCUMENT_INSTRUCTION
-from kbterm.models.base import LazyModel, ModelSpec
+from kbterm.models.base import BatchedModel, ModelSpec
 from kbterm.models.encoding import (
     Encoded,
     Encoder,
     VisionLimits,
     collate,
-    move,
     parts_or_null,
-    plan_batches,
     with_punctuation,
 )
 from kbterm.models.inputs import Item, to_content
@@ -31,7 +29,7 @@ from kbterm.models.runtime import Runtime
 Progress = Callable[[int, int], None]
 
 
-class Embedder(LazyModel):
+class Embedder(BatchedModel):
     """``embed(items) -> float32 [n, dim]``; loads the checkpoint on first use."""
 
     def __init__(
@@ -44,15 +42,9 @@ class Embedder(LazyModel):
         max_length: int = 8192,
         limits: VisionLimits | None = None,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, batch_tokens=batch_tokens, max_length=max_length, limits=limits)
         self.requested_dimension = dimension
         self.default_instruction = instruction
-        self.batch_tokens = batch_tokens
-        self.max_length = max_length
-        self.limits = limits or VisionLimits()
-        self._model: Any = None
-        self._encoder: Encoder | None = None
-        self.forward_calls = 0  # forward passes run (benchmarks and tests read it)
 
     # ------------------------------------------------------------------ loading
 
@@ -106,26 +98,20 @@ class Embedder(LazyModel):
         if not items:
             return np.zeros((0, self._dimension), dtype=np.float32)
         encoded = [self.encode(item, instruction) for item in items]
-        out = np.zeros((len(items), self._dimension), dtype=np.float32)
-        done = 0
-        lengths = [e.length for e in encoded]
-        for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
-            out[batch] = self._forward([encoded[i] for i in batch])
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(items))
-        return out
+        rows = self._run_batched(
+            [e.length for e in encoded],
+            lambda batch: self._forward([encoded[i] for i in batch]),
+            progress,
+        )
+        return np.stack(rows).astype(np.float32, copy=False)
 
     def _forward(self, batch: list[Encoded]) -> np.ndarray:
         import torch
 
-        assert self._model is not None and self._encoder is not None
+        assert self._encoder is not None
         inputs = collate(batch, self._encoder.pad_id, side="right")
-        inputs = move(inputs, self._model.device, self._model.dtype)
-        with self._lock, torch.inference_mode():
-            hidden = self._model(**inputs, use_cache=False).last_hidden_state
-            self.forward_calls += 1
-        mask = inputs["attention_mask"]
+        hidden = self._run(inputs, use_cache=False).last_hidden_state
+        mask = inputs["attention_mask"].to(hidden.device)
         # Position of the last 1 in each row's attention mask.
         last = mask.shape[1] - 1 - mask.flip(dims=[1]).argmax(dim=1)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

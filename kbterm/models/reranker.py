@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kbterm.config import DEFAULT_RERANK_INSTRUCTION
-from kbterm.models.base import LazyModel, ModelSpec
+from kbterm.models.base import BatchedModel, ModelSpec
 from kbterm.models.encoding import (
     Encoded,
     Encoder,
     VisionLimits,
     collate,
-    move,
     parts_or_null,
-    plan_batches,
 )
 from kbterm.models.inputs import Item, to_content
 from kbterm.models.runtime import Runtime
@@ -38,7 +36,7 @@ KEEP_TAIL = 5
 MIN_SHARED_PREFIX = 16
 
 
-class Reranker(LazyModel):
+class Reranker(BatchedModel):
     """``score(query, documents) -> list[float]``; loads the checkpoint on first use."""
 
     def __init__(
@@ -51,16 +49,10 @@ class Reranker(LazyModel):
         limits: VisionLimits | None = None,
         share_prefix: bool = True,
     ) -> None:
-        super().__init__(spec)
+        super().__init__(spec, batch_tokens=batch_tokens, max_length=max_length, limits=limits)
         self.share_prefix = share_prefix
         self.default_instruction = instruction
-        self.batch_tokens = batch_tokens
-        self.max_length = max_length
-        self.limits = limits or VisionLimits()
-        self._model: Any = None
-        self._encoder: Encoder | None = None
         self._score_vector: Any = None
-        self.forward_calls = 0
 
     def _load(self, path: Path, runtime: Runtime) -> None:
         from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
@@ -108,18 +100,19 @@ class Reranker(LazyModel):
             return []
         encoded = [self.encode(query, doc, instruction) for doc in documents]
         prefix = shared_prefix_length(encoded) if self.share_prefix and len(encoded) > 1 else 0
-        scores = [0.0] * len(documents)
         if prefix >= MIN_SHARED_PREFIX:
             cache = self._prefix_cache(encoded[0].input_ids[:prefix])
             lengths = [e.length - prefix for e in encoded]
-            forward = lambda batch: self._forward_after_prefix(batch, prefix, cache)  # noqa: E731
+
+            def forward(batch: list[int]) -> list[float]:
+                return self._forward_after_prefix([encoded[i] for i in batch], prefix, cache)
         else:
             lengths = [e.length for e in encoded]
-            forward = self._forward
-        for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
-            for i, s in zip(batch, forward([encoded[i] for i in batch])):
-                scores[i] = s
-        return scores
+
+            def forward(batch: list[int]) -> list[float]:
+                return self._forward([encoded[i] for i in batch])
+
+        return self._run_batched(lengths, forward)
 
     def _scores(self, hidden: Any) -> list[float]:
         import torch
@@ -129,15 +122,9 @@ class Reranker(LazyModel):
 
     def _forward(self, batch: list[Encoded]) -> list[float]:
         """Score whole pairs, left-padded (the reference's input, batched)."""
-        import torch
-
-        assert self._model is not None and self._encoder is not None
+        assert self._encoder is not None
         inputs = collate(batch, self._encoder.pad_id, side="left")
-        inputs = move(inputs, self._model.device, self._model.dtype)
-        with self._lock, torch.inference_mode():
-            hidden = self._model(**inputs, use_cache=False).last_hidden_state[:, -1]
-            self.forward_calls += 1
-        return self._scores(hidden)
+        return self._scores(self._run(inputs, use_cache=False).last_hidden_state[:, -1])
 
     # ------------------------------------------------------------- shared query prefix
     #
@@ -150,12 +137,9 @@ class Reranker(LazyModel):
     def _prefix_cache(self, prefix_ids: Any) -> Any:
         import torch
 
-        assert self._model is not None
-        ids = prefix_ids[None].to(self._model.device)
-        with self._lock, torch.inference_mode():
-            out = self._model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-            self.forward_calls += 1
-        return out.past_key_values
+        ids = prefix_ids[None]
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        return self._run(inputs, use_cache=True).past_key_values
 
     def _positions(self, enc: Encoded) -> Any:
         """M-RoPE position ids (3, L) of one whole pair, as the model computes them."""
@@ -178,7 +162,7 @@ class Reranker(LazyModel):
 
         import torch
 
-        assert self._model is not None and self._encoder is not None
+        assert self._encoder is not None
         suffixes = [
             Encoded(
                 input_ids=e.input_ids[prefix:],
@@ -201,13 +185,10 @@ class Reranker(LazyModel):
             [torch.ones((n, prefix), dtype=torch.long), inputs["attention_mask"]], dim=1
         )
         inputs["position_ids"] = positions
-        inputs = move(inputs, self._model.device, self._model.dtype)
         past = copy.deepcopy(cache)
         if n > 1:
             past.batch_repeat_interleave(n)
-        with self._lock, torch.inference_mode():
-            out = self._model(**inputs, past_key_values=past, use_cache=True)
-            self.forward_calls += 1
+        out = self._run(inputs, past_key_values=past, use_cache=True)
         return self._scores(out.last_hidden_state[:, -1])
 
 
