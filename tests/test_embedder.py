@@ -160,3 +160,18 @@ def test_release_and_reload(tiny_model_dir):
     after = model.embed(["same text"])
     assert model.loaded
     assert np.abs(before - after).max() <= TOL
+
+
+def test_long_lists_are_encoded_in_windows_with_progress(tiny_model_dir, mixed, embedder):
+    from kbterm.models.base import WINDOW_BUDGETS
+
+    reference = embedder.embed(mixed)
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir)), batch_tokens=256)
+    lengths = [model.encode(item).length for item in mixed]
+    assert sum(lengths) > 3 * WINDOW_BUDGETS * 256  # several windows
+    seen = []
+    vectors = model.embed(mixed, progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 2
+    assert seen[-1] == (len(mixed), len(mixed))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert np.abs(vectors - reference).max() <= TOL

@@ -7,16 +7,18 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
 from kbterm.errors import ModelLoadError
 from kbterm.models.runtime import Runtime, choose_runtime, resolve_model
 
 if TYPE_CHECKING:
-    from kbterm.models.encoding import Encoder, VisionLimits
+    from kbterm.models.encoding import Encoded, Encoder, VisionLimits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Inputs are encoded (tokens + pixel tensors) in windows of this many batch budgets.
+WINDOW_BUDGETS = 2
 
 
 @dataclass(frozen=True)
@@ -143,23 +145,36 @@ class BatchedModel(LazyModel):
         self._encoder: "Encoder | None" = None
         self.forward_calls = 0  # forward passes run (benchmarks and tests read it)
 
+    def _windows(
+        self, inputs: Sequence[Any], encode: Callable[[Any], "Encoded"]
+    ) -> Iterator[tuple[int, list["Encoded"]]]:
+        """Encode inputs in order, yielding (first index, encoded inputs) windows of at most
+        ``WINDOW_BUDGETS`` x ``batch_tokens`` tokens, so that pixel tensors of a long list of
+        images or pages never sit in memory all at once."""
+        cap = WINDOW_BUDGETS * self.batch_tokens
+        start, window, tokens = 0, [], 0
+        for i, item in enumerate(inputs):
+            enc = encode(item)
+            window.append(enc)
+            tokens += enc.length
+            if tokens >= cap:
+                yield start, window
+                start, window, tokens = i + 1, [], 0
+        if window:
+            yield start, window
+
     def _run_batched(
         self,
         lengths: Sequence[int],
         forward: Callable[[list[int]], Sequence[T]],
-        progress: Callable[[int, int], None] | None = None,
     ) -> list[T]:
         """Call ``forward`` on planned batches of input indices; results in input order."""
         from kbterm.models.encoding import plan_batches
 
         results: list[Any] = [None] * len(lengths)
-        done = 0
         for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
             for i, result in zip(batch, forward(batch)):
                 results[i] = result
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(lengths))
         return results
 
     def _run(self, inputs: dict[str, Any], **kwargs: Any) -> Any:

@@ -97,13 +97,16 @@ class Embedder(BatchedModel):
         self.load()
         if not items:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        encoded = [self.encode(item, instruction) for item in items]
-        rows = self._run_batched(
-            [e.length for e in encoded],
-            lambda batch: self._forward([encoded[i] for i in batch]),
-            progress,
-        )
-        return np.stack(rows).astype(np.float32, copy=False)
+        out = np.zeros((len(items), self._dimension), dtype=np.float32)
+        for start, encoded in self._windows(items, lambda item: self.encode(item, instruction)):
+            rows = self._run_batched(
+                [e.length for e in encoded],
+                lambda batch, encoded=encoded: self._forward([encoded[i] for i in batch]),
+            )
+            out[start:start + len(encoded)] = np.stack(rows)
+            if progress is not None:
+                progress(start + len(encoded), len(items))
+        return out
 
     def _forward(self, batch: list[Encoded]) -> np.ndarray:
         import torch

@@ -98,7 +98,12 @@ class Reranker(BatchedModel):
         self.load()
         if not documents:
             return []
-        encoded = [self.encode(query, doc, instruction) for doc in documents]
+        scores: list[float] = []
+        for _, encoded in self._windows(documents, lambda doc: self.encode(query, doc, instruction)):
+            scores.extend(self._score_window(encoded))
+        return scores
+
+    def _score_window(self, encoded: list[Encoded]) -> list[float]:
         prefix = shared_prefix_length(encoded) if self.share_prefix and len(encoded) > 1 else 0
         if prefix >= MIN_SHARED_PREFIX:
             cache = self._prefix_cache(encoded[0].input_ids[:prefix])
