@@ -76,3 +76,25 @@ def test_missing_or_wrong_local_folder(tmp_path):
 
 def test_local_folder_resolves_to_itself(tiny_model_dir):
     assert resolve_model(str(tiny_model_dir), "embedder") == tiny_model_dir
+
+
+def test_registry_gives_one_lazy_model_per_role_and_settings(tiny_model_dir):
+    from kbterm.config import config_from_dict
+    from kbterm.models import get_embedder, get_generator, get_reranker, release_all
+
+    raw = {"models": {"device": "cpu", "embedder": {"model": str(tiny_model_dir)},
+                      "reranker": {"model": str(tiny_model_dir)},
+                      "generator": {"model": str(tiny_model_dir), "dtype": "float32"}}}
+    config = config_from_dict(raw)
+    embedder = get_embedder(config)
+    assert embedder is get_embedder(config_from_dict(raw))  # same settings: same object
+    assert not embedder.loaded  # nothing loads until first use
+    assert embedder.embed(["x"]).shape == (1, 64)
+    other = config_from_dict({**raw, "models": {**raw["models"], "embedder": {
+        "model": str(tiny_model_dir), "dimension": 64}}})
+    assert get_embedder(other) is not embedder
+    reranker, generator = get_reranker(config), get_generator(config)
+    assert reranker.spec.device == "cpu" and generator.spec.dtype == "float32"
+    reranker.load()
+    release_all()
+    assert not embedder.loaded and not reranker.loaded and not generator.loaded
