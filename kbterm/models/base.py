@@ -183,8 +183,9 @@ class BatchedModel(LazyModel):
 
         from kbterm.models.encoding import move
 
-        inputs = move(inputs, self._model.device, self._model.dtype)
         with self._lock, torch.inference_mode():
+            self.load()  # reloads if another thread released the model meanwhile
+            inputs = move(inputs, self._model.device, self._model.dtype)
             out = self._model(**inputs, **kwargs)
             self.forward_calls += 1
         return out
