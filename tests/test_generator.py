@@ -56,3 +56,15 @@ def test_closing_the_stream_early_stops_generation(generator, corpus):
     stream.close()
     assert stream.cancelled
     assert generator.last_generated_tokens < 48
+
+
+def test_over_long_evidence_gives_way_to_the_question(generator, monkeypatch):
+    from kbterm.models import generator as generator_module
+
+    long = [Evidence(i, f"doc{i}.txt", text="filler words " * 200) for i in range(1, 4)]
+    monkeypatch.setattr(generator._encoder, "max_length", 300)
+    inputs = generator._inputs(generator.messages("What is the launch date?", long))
+    text = generator._processor.tokenizer.decode(inputs["input_ids"][0])
+    assert inputs["input_ids"].shape[1] <= 300
+    assert text.endswith("Question: What is the launch date?<|im_end|>\n<|im_start|>assistant\n")
+    assert generator_module.CONTEXT_LENGTH == 32768

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
 from kbterm.models.base import LazyModel, ModelSpec
-from kbterm.models.encoding import VisionLimits, load_image
+from kbterm.models.encoding import Encoder, VisionLimits, collate, load_image, move
 from kbterm.models.runtime import Runtime
+
+# Qwen3-VL's context length in tokens.
+CONTEXT_LENGTH = 32768
 
 SYSTEM_PROMPT = (
     "You are kbterm, an assistant that answers questions about the user's own files. "
@@ -82,16 +85,18 @@ class Generator(LazyModel):
         self.limits = limits or VisionLimits()
         self._model: Any = None
         self._processor: Any = None
+        self._encoder: Encoder | None = None
         self.last_generated_tokens = 0  # tokens produced by the last stream (tests read it)
 
     def _load(self, path: Path, runtime: Runtime) -> None:
         from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
         self._processor = AutoProcessor.from_pretrained(str(path))
+        self._encoder = Encoder(self._processor, CONTEXT_LENGTH)
         self._model = self._from_pretrained(Qwen3VLForConditionalGeneration, path, runtime)
 
     def _unload(self) -> None:
-        self._model = self._processor = None
+        self._model = self._processor = self._encoder = None
 
     def messages(self, question: str, evidence: Sequence[Evidence]) -> list[dict[str, Any]]:
         """System prompt, then the labelled evidence and the question."""
@@ -118,23 +123,13 @@ class Generator(LazyModel):
         ]
 
     def _inputs(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        from qwen_vl_utils import process_vision_info
-
-        text = self._processor.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=False
-        )
-        patch = int(getattr(self._processor.image_processor, "patch_size", 16))
-        images, _ = process_vision_info(messages, image_patch_size=patch)
-        inputs = self._processor(
-            text=[text], images=images or None, do_resize=False, return_tensors="pt"
-        )
-        out = {}
-        for key, value in inputs.items():
-            if key.startswith("pixel_values"):
-                out[key] = value.to(self._model.device, self._model.dtype)
-            else:
-                out[key] = value.to(self._model.device)
-        return out
+        assert self._encoder is not None
+        # Over the context, evidence gives way: the question and the generation prompt stay.
+        question = messages[-1]["content"][-1]["text"]
+        tail = len(self._processor.tokenizer(question)["input_ids"]) + 5
+        enc = self._encoder.encode(messages, keep_tail=tail)
+        inputs = collate([enc], self._encoder.pad_id, side="left")
+        return move(inputs, self._model.device, self._model.dtype)
 
     def stream(
         self,
