@@ -30,6 +30,8 @@ VIDEO_FPS = 1.0
 VIDEO_MAX_FRAMES = 64
 VIDEO_FRAME_MAX_PIXELS = 768 * 32 * 32
 VIDEO_TOTAL_PIXELS = 10 * 768 * 32 * 32
+# <|im_end|> \n <|im_start|> assistant \n: what ends every input after the last message.
+GENERATION_PROMPT_TOKENS = 5
 
 
 @dataclass(frozen=True)

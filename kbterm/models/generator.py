@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
 from kbterm.models.base import LazyModel, ModelSpec
-from kbterm.models.encoding import Encoder, VisionLimits, collate, load_image, move
+from kbterm.models.encoding import (
+    GENERATION_PROMPT_TOKENS,
+    Encoder,
+    VisionLimits,
+    collate,
+    load_image,
+    move,
+)
 from kbterm.models.runtime import Runtime
 
 # Qwen3-VL's context length in tokens.
@@ -126,7 +133,7 @@ class Generator(LazyModel):
         assert self._encoder is not None
         # Over the context, evidence gives way: the question and the generation prompt stay.
         question = messages[-1]["content"][-1]["text"]
-        tail = len(self._processor.tokenizer(question)["input_ids"]) + 5
+        tail = len(self._processor.tokenizer(question)["input_ids"]) + GENERATION_PROMPT_TOKENS
         enc = self._encoder.encode(messages, keep_tail=tail)
         inputs = collate([enc], self._encoder.pad_id, side="left")
         return move(inputs, self._model.device, self._model.dtype)

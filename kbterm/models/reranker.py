@@ -11,12 +11,14 @@ pairs sorted by length, and a batched score equals the single-pair score.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from kbterm.config import DEFAULT_RERANK_INSTRUCTION
 from kbterm.models.base import BatchedModel, ModelSpec
 from kbterm.models.encoding import (
+    GENERATION_PROMPT_TOKENS,
     Encoded,
     Encoder,
     VisionLimits,
@@ -30,8 +32,8 @@ SYSTEM_PROMPT = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct "
     'provided. Note that the answer can only be "yes" or "no".'
 )
-# The generation prompt (<|im_end|>\n<|im_start|>assistant\n) survives truncation.
-KEEP_TAIL = 5
+# The generation prompt survives truncation.
+KEEP_TAIL = GENERATION_PROMPT_TOKENS
 # Below this many shared tokens, reusing the query prefix is not worth a separate pass.
 MIN_SHARED_PREFIX = 16
 
@@ -169,14 +171,7 @@ class Reranker(BatchedModel):
 
         assert self._encoder is not None
         suffixes = [
-            Encoded(
-                input_ids=e.input_ids[prefix:],
-                mm_token_type_ids=e.mm_token_type_ids[prefix:],
-                pixel_values=e.pixel_values,
-                image_grid_thw=e.image_grid_thw,
-                pixel_values_videos=e.pixel_values_videos,
-                video_grid_thw=e.video_grid_thw,
-            )
+            replace(e, input_ids=e.input_ids[prefix:], mm_token_type_ids=e.mm_token_type_ids[prefix:])
             for e in batch
         ]
         inputs = collate(suffixes, self._encoder.pad_id, side="left")
