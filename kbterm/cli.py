@@ -94,6 +94,116 @@ def pull(state: State, roles: tuple[str, ...]) -> None:
         click.echo(f"{role}: {path}")
 
 
+class _Progress:
+    """The progress bar of ``kbterm index`` (rich, on stderr; silent when not a terminal)."""
+
+    PHASES = {"scan": "scanning folders", "check": "checking changes", "index": "indexing"}
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description:<17}"),
+                BarColumn(bar_width=30),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>9}"),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("[dim]{task.fields[current]}", overflow="ellipsis"),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+        return self
+
+    def __call__(self, phase: str, done: int, total: int, current: str) -> None:
+        if self._progress is None:
+            return
+        task = self._tasks.get(phase)
+        if task is None:
+            task = self._tasks[phase] = self._progress.add_task(
+                self.PHASES.get(phase, phase), total=total or None, rate="", current="")
+        t = self._progress.tasks[task]
+        rate = ""
+        if t.elapsed and done:
+            rate = f"{done / t.elapsed:.1f} files/s"
+        name = current.rsplit("/", 1)[-1] if current else ""
+        self._progress.update(task, completed=done, total=total or None, rate=rate,
+                              current=name.replace("\n", " "))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, file_okay=True, dir_okay=True))
+@click.option("--rebuild", is_flag=True,
+              help="Delete the index and embed everything again (after changing the model).")
+@click.option("--retry-failed", is_flag=True, help="Try files that failed before again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_obj
+def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: bool,
+          as_json: bool, no_progress: bool) -> None:
+    """Index PATHS (default: the folders in the config): only what changed is embedded."""
+    from kbterm.indexer import Indexer
+
+    show = not no_progress and not as_json and sys.stderr.isatty()
+    summary = None
+    with _Progress(show) as progress:
+        indexer = Indexer(state.config, progress=progress)
+        try:
+            summary = indexer.run(list(paths) or None, rebuild=rebuild,
+                                  retry_failed=retry_failed)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished files are saved; run again to continue", err=True)
+            raise SystemExit(130)
+    if as_json:
+        from dataclasses import asdict
+
+        click.echo(json.dumps(asdict(summary), indent=2))
+        return
+    for path, reason in summary.failures[:20]:
+        click.echo(f"failed: {path}: {reason}", err=True)
+    if len(summary.failures) > 20:
+        click.echo(f"... and {len(summary.failures) - 20} more (kbterm status)", err=True)
+    click.echo(summary.line())
+    problems = len(summary.failures) + len(summary.warnings)
+    if problems:
+        click.echo(f"{problems} warning(s): see `kbterm status`", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--all", "show_all", is_flag=True, help="List every failure.")
+@click.pass_obj
+def status(state: State, as_json: bool, show_all: bool) -> None:
+    """Files and chunks in the index, per type and status, and what failed."""
+    from kbterm.status import collect, render
+
+    report = collect(state.config)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(render(report, max_failures=10**9 if show_all else 20))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI, turning kbterm errors into one line and exit code 1."""
     try:

@@ -121,6 +121,8 @@ class IndexingConfig:
     """How files become chunks."""
 
     ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))
+    video_segment_seconds: float = 30.0
+    keep_versions_seconds: int = 60
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
 
 
@@ -295,6 +297,11 @@ def _check_values(config: Config, where: str) -> None:
     ]:
         if value < low:
             raise bad(key, f"must be at least {low}, not {value}")
+    seg = config.indexing.video_segment_seconds
+    if not 1 <= seg <= 600:
+        raise bad("indexing.video_segment_seconds", f"must be between 1 and 600, not {seg:g}")
+    if config.indexing.keep_versions_seconds < 0:
+        raise bad("indexing.keep_versions_seconds", "must not be negative")
     if m.generator.temperature < 0:
         raise bad("models.generator.temperature", "must not be negative")
     if config.search.rerank > config.search.candidates:

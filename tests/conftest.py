@@ -73,3 +73,31 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def index_model_dir(tmp_path_factory) -> Path:
+    """A tiny random checkpoint whose tokenizer has a realistic vocabulary (trained on corpus
+    text), so a 285-page book is about as many tokens as with Qwen's own tokenizer."""
+    from kbterm.models.random_checkpoint import build_random_checkpoint
+
+    lines = (CORPUS / "text" / "pymupdf-llms-full.txt").read_text(encoding="utf-8").splitlines()
+    lines += (CORPUS / "text" / "qwen3-vl-embedding-readme.md").read_text(
+        encoding="utf-8").splitlines()
+    return build_random_checkpoint(tmp_path_factory.mktemp("index-qwen3-vl"),
+                                   vocab_size=4000, training_text=lines)
+
+
+@pytest.fixture(scope="session")
+def index_embedder(index_model_dir):
+    """The tiny embedder with small vision limits, so indexing tests that render hundreds of
+    PDF pages stay fast (the code path is the same as with the contract's limits)."""
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.embedder import Embedder
+    from kbterm.models.encoding import VisionLimits
+
+    limits = VisionLimits(image_max_pixels=16 * 32 * 32, frame_max_pixels=4 * 32 * 32,
+                          total_pixels=64 * 32 * 32)
+    model = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu"), limits=limits)
+    model.load()
+    return model

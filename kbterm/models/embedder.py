@@ -63,6 +63,13 @@ class Embedder(BatchedModel):
         self._model = self._encoder = None
 
     @property
+    def tokenizer(self) -> Any:
+        """The checkpoint's (fast) tokenizer, used to cut text into chunks (loads the model)."""
+        self.load()
+        assert self._encoder is not None
+        return self._encoder.processor.tokenizer
+
+    @property
     def dimension(self) -> int:
         """The size of the vectors :meth:`embed` returns (loads the model)."""
         self.load()

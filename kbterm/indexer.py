@@ -1,0 +1,645 @@
+"""``kbterm index``: bring the index in step with the folders, embedding only what changed.
+
+A run:
+
+1. takes the writer lock, checks that the index was built with the configured embedding model,
+   and cleans up after a run that was killed (:meth:`Store.recover`);
+2. walks the folders (:mod:`kbterm.scan`) and compares each file with its ledger row: the same
+   size and mtime means unchanged (no read, no model call); otherwise the content hash decides
+   between *touched* (same bytes: only the ledger row changes), *renamed* (the bytes of a file
+   that is gone: its chunks are re-pointed, nothing is embedded) and *changed or new*;
+3. removes files gone from disk;
+4. parses, chunks and embeds the changed files, batching the embedder's inputs across files, and
+   reuses the vector of every chunk whose content it has embedded before (editing one page of a
+   300-page PDF embeds that page again, not the book);
+5. commits finished files in batches (so a killed run loses at most the last few seconds of
+   work), then compacts the tables and deletes old versions.
+
+Nothing here imports textual; torch loads only when something needs embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+from kbterm.errors import KbtermError
+from kbterm.ingest import ParseContext, ParseError, Section, describe, parse
+from kbterm.lock import WriterLock
+from kbterm.scan import Found, Noted, scan, within
+from kbterm.store import (
+    STATUS_FAILED,
+    STATUS_INDEXED,
+    STATUS_SKIPPED,
+    FileRecord,
+    IndexMeta,
+    Store,
+)
+
+if TYPE_CHECKING:
+    from kbterm.config import Config
+    from kbterm.ingest.chunking import Chunker
+    from kbterm.models.embedder import Embedder
+
+log = logging.getLogger(__name__)
+
+# Inputs handed to the embedder at once (it batches them by its token budget).
+EMBED_GROUP_TEXTS = 64
+EMBED_GROUP_VISUALS = 8
+# Commit finished files when this many rows or files wait, or after this many seconds.
+COMMIT_ROWS = 2048
+COMMIT_FILES = 256
+COMMIT_SECONDS = 5.0
+# A file with more chunks than this is written in several commits (staged; see kbterm.store).
+STAGE_ROWS = 4096
+HASH_BLOCK = 1 << 20
+
+ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, current path)
+
+
+def content_hash(path: str) -> str:
+    """A digest of the file's bytes (read in blocks: bounded memory)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while block := fh.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _key(kind: str, data: str) -> str:
+    return kind + ":" + hashlib.blake2b(data.encode("utf-8", "surrogatepass"),
+                                        digest_size=16).hexdigest()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+@dataclass
+class Summary:
+    """What a run did."""
+
+    indexed: int = 0
+    unchanged: int = 0
+    renamed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    removed: int = 0
+    chunks_written: int = 0
+    embedded: int = 0  # vectors computed
+    reused: int = 0  # vectors taken over from earlier chunks with the same content
+    model_calls: int = 0  # embedder forward passes
+    recovered: int = 0  # rows a killed run left behind, removed
+    seconds: float = 0.0
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        parts = [f"indexed {self.indexed}", f"unchanged {self.unchanged}"]
+        if self.renamed:
+            parts.append(f"renamed {self.renamed}")
+        parts += [f"failed {self.failed}", f"skipped {self.skipped}", f"removed {self.removed}"]
+        text = ", ".join(parts) + f" in {self.seconds:.1f} s"
+        if self.embedded or self.reused:
+            text += f" ({self.embedded} chunks embedded, {self.reused} reused)"
+        return text
+
+
+@dataclass
+class _Job:
+    """One file to (re)index."""
+
+    found: Found
+    record: FileRecord  # the ledger row it will get
+    previous: FileRecord | None
+    reuse_from: list[str]  # file ids whose vectors may be reused
+
+
+@dataclass
+class _InFlight:
+    job: _Job
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    waiting: int = 0
+    parsed: bool = False
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    staged: bool = False
+    written: int = 0  # rows already appended (staged files)
+
+    @property
+    def ready(self) -> bool:
+        return self.parsed and self.waiting == 0 and not self.error
+
+
+class Indexer:
+    """Indexes folders into the store of ``config``'s data folder."""
+
+    def __init__(
+        self,
+        config: "Config",
+        *,
+        embedder: "Embedder | None" = None,
+        progress: ProgressFn | None = None,
+        command: str = "kbterm index",
+    ) -> None:
+        self.config = config
+        self.store = Store(config.data_path)
+        self._embedder = embedder
+        self._chunker: "Chunker | None" = None
+        self.progress = progress or (lambda phase, done, total, current: None)
+        self.command = command
+        self.model_id = config.models.embedder.model
+        self.dimension_setting = config.models.embedder.dimension
+
+    # ------------------------------------------------------------------ models
+
+    @property
+    def embedder(self) -> "Embedder":
+        if self._embedder is None:
+            from kbterm.models.registry import get_embedder
+
+            self._embedder = get_embedder(self.config)
+        return self._embedder
+
+    @property
+    def chunker(self) -> "Chunker":
+        if self._chunker is None:
+            from kbterm.ingest.chunking import Chunker
+
+            self._chunker = Chunker(self.embedder.tokenizer)
+        return self._chunker
+
+    def _calls(self) -> int:
+        return self._embedder.forward_calls if self._embedder is not None else 0
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self, paths: Sequence[str | Path] | None = None, *, rebuild: bool = False,
+            retry_failed: bool = False) -> Summary:
+        """Index ``paths`` (default: the configured folders) and return what was done."""
+        started = time.monotonic()
+        roots = [os.path.realpath(os.path.expanduser(str(p)))
+                 for p in (paths or self.config.folder_paths())]
+        if not roots:
+            raise KbtermError(
+                "nothing to index: name a folder (kbterm index ~/Documents) "
+                "or list folders under [library] in the config"
+            )
+        self.store.ensure_writable()
+        summary = Summary()
+        calls_before = self._calls()
+        with WriterLock(self.config.data_path, self.command):
+            if rebuild:
+                self.store.drop()
+                self.store.ensure_writable()
+            self.store.check_model(self.model_id, self.dimension_setting)
+            marker = self.store.path / "run.json"
+            if marker.exists() and self.store.exists:
+                summary.recovered = self.store.recover()
+                if summary.recovered:
+                    log.info("removed %d chunk rows left by an interrupted run",
+                             summary.recovered)
+            self.store.create_files_table()
+            marker.write_text(f'{{"pid": {os.getpid()}, "started_at": {time.time()}}}')
+            try:
+                self._run(roots, summary, retry_failed)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                raise
+            finally:
+                summary.model_calls = self._calls() - calls_before
+                summary.seconds = time.monotonic() - started
+                marker.unlink(missing_ok=True)
+        return summary
+
+    def _run(self, roots: list[str], summary: Summary, retry_failed: bool) -> None:
+        cfg = self.config.indexing
+        self.progress("scan", 0, 0, "")
+        result = scan(roots, cfg.ignore, str(self.config.data_path))
+        summary.warnings.extend(result.warnings)
+        ledger = self.store.ledger()
+        in_scope = {p: r for p, r in ledger.items() if within(p, roots)}
+        seen = {f.path for f in result.found} | {n.path for n in result.noted}
+
+        # Noted entries (symlinks, unstatable files) go to the ledger as they are.
+        noted_records = []
+        for n in result.noted:
+            old = ledger.get(n.path)
+            if old and old.status == n.status and old.reason == n.reason:
+                continue
+            noted_records.append(self._noted_record(n, old))
+        # Files gone from disk (not under a folder we could not list).
+        missing = {
+            p: r for p, r in in_scope.items()
+            if p not in seen and not within(p, result.unreadable)
+        }
+        by_hash: dict[str, list[FileRecord]] = {}
+        for r in missing.values():
+            if r.status == STATUS_INDEXED and r.content_hash:
+                by_hash.setdefault(r.content_hash, []).append(r)
+        indexed_hashes: dict[str, list[str]] = {}
+        for r in ledger.values():
+            if r.status == STATUS_INDEXED and r.content_hash:
+                indexed_hashes.setdefault(r.content_hash, []).append(r.file_id)
+
+        # Which files changed: size and mtime first, then the content hash.
+        candidates = []
+        for f in result.found:
+            old = ledger.get(f.path)
+            if old and self._unchanged(f, old, retry_failed):
+                summary.unchanged += 1
+            else:
+                candidates.append((f, old))
+        touched: list[FileRecord] = []
+        moves: list[tuple[FileRecord, str]] = []
+        jobs: list[_Job] = []
+        for i, (f, old) in enumerate(candidates):
+            self.progress("check", i, len(candidates), f.path)
+            if f.size == 0:
+                touched.append(self._plain_record(f, old, STATUS_SKIPPED, "empty file"))
+                summary.skipped += 1
+                continue
+            try:
+                digest = content_hash(f.path)
+            except OSError as exc:
+                reason = f"cannot read: {exc.strerror or exc}"
+                touched.append(self._plain_record(f, old, STATUS_FAILED, reason))
+                summary.failed += 1
+                summary.failures.append((f.path, reason))
+                continue
+            if old and old.status == STATUS_INDEXED and old.content_hash == digest \
+                    and old.file_type == f.file_type:
+                touched.append(replace(old, size=f.size, mtime_ns=f.mtime_ns))
+                summary.unchanged += 1
+                continue
+            gone = by_hash.get(digest)
+            if old is None and gone and gone[0].file_type == f.file_type:
+                source = gone.pop(0)
+                del missing[source.path]
+                moves.append((replace(source, size=f.size, mtime_ns=f.mtime_ns), f.path))
+                summary.renamed += 1
+                continue
+            record = FileRecord(
+                file_id=old.file_id if old else new_id(), path=f.path, file_type=f.file_type,
+                size=f.size, mtime_ns=f.mtime_ns, content_hash=digest,
+                generation=new_id()[:8],
+            )
+            reuse = ([old.file_id] if old and old.status == STATUS_INDEXED else []) + \
+                indexed_hashes.get(digest, [])[:1]
+            jobs.append(_Job(f, record, old, reuse))
+        self.progress("check", len(candidates), len(candidates), "")
+
+        # Cheap changes first: ledger-only updates, renames, removals.
+        self.store.upsert_files(touched + noted_records)
+        summary.skipped += sum(1 for r in noted_records if r.status == STATUS_SKIPPED)
+        for r in noted_records:
+            if r.status == STATUS_FAILED:
+                summary.failed += 1
+                summary.failures.append((r.path, r.reason))
+        if moves:
+            self.store.repoint(moves)
+        # Files gone from disk leave the index; those whose vectors a job may reuse (a file
+        # renamed over another, a copy) leave once the jobs are done.
+        sources = {i for job in jobs for i in job.reuse_from}
+        later = [r for r in missing.values() if r.file_id in sources]
+        self.store.remove([r for r in missing.values() if r.file_id not in sources])
+        summary.removed += len(missing)
+
+        if jobs:
+            self._index(jobs, summary)
+        self.store.remove(later)
+        if summary.indexed or summary.removed or summary.renamed or touched:
+            self._keyframe_gc()
+        self.store.optimize(cfg.keep_versions_seconds)
+        meta = self.store.read_meta()
+        if meta is not None:
+            meta.last_run_at = time.time()
+            self.store.write_meta(meta)
+
+    def _unchanged(self, f: Found, old: FileRecord, retry_failed: bool) -> bool:
+        if old.size != f.size or old.mtime_ns != f.mtime_ns or old.file_type != f.file_type:
+            return False
+        if old.staging:
+            return False
+        if old.status == STATUS_FAILED and (retry_failed or "permission" in old.reason.lower()):
+            return False
+        return True
+
+    def _noted_record(self, n: Noted, old: FileRecord | None) -> FileRecord:
+        return FileRecord(
+            file_id=old.file_id if old else new_id(), path=n.path, file_type=n.file_type,
+            status=n.status, reason=n.reason, indexed_at=time.time(),
+        )
+
+    def _plain_record(self, f: Found, old: FileRecord | None, status: str,
+                      reason: str) -> FileRecord:
+        if old is not None and old.status == STATUS_INDEXED:
+            # Its chunks must go: the file no longer holds what they say.
+            self.store.remove([old])
+            old = replace(old, file_id=new_id())
+        return FileRecord(
+            file_id=old.file_id if old else new_id(), path=f.path, file_type=f.file_type,
+            size=f.size, mtime_ns=f.mtime_ns, status=status, reason=reason,
+            indexed_at=time.time(),
+        )
+
+    # ------------------------------------------------------------------ parse, embed, commit
+
+    def _index(self, jobs: list[_Job], summary: Summary) -> None:
+        self._ensure_chunks_table()
+        queue: list[tuple[_InFlight, dict[str, Any], Any]] = []
+        inflight: list[_InFlight] = []
+        ready: list[_InFlight] = []
+        last_commit = time.monotonic()
+
+        def embed_queue() -> None:
+            self._embed(queue, summary)
+            queue.clear()
+            for item in list(inflight):
+                if item.staged and not item.error:
+                    self._drain_staged(item)
+                if item.error or item.ready:
+                    inflight.remove(item)
+                    if item.error:
+                        self._fail(item, summary)
+                    else:
+                        ready.append(item)
+
+        def commit(force: bool = False) -> None:
+            nonlocal last_commit
+            rows = sum(len(i.rows) for i in ready)
+            if not ready or not (force or rows >= COMMIT_ROWS or len(ready) >= COMMIT_FILES
+                                 or time.monotonic() - last_commit >= COMMIT_SECONDS):
+                return
+            self._commit(ready, summary)
+            ready.clear()
+            last_commit = time.monotonic()
+
+        total = len(jobs)
+        try:
+            for n, job in enumerate(jobs):
+                self.progress("index", n, total, job.found.path)
+                item = _InFlight(job)
+                inflight.append(item)
+                reuse = self.store.chunk_vectors(job.reuse_from)
+                try:
+                    for section in self._sections(job, item):
+                        for row, model_input in self._rows(job, section):
+                            vector = reuse.get(row["chunk_key"])
+                            if vector is not None:
+                                row["vector"] = vector
+                                summary.reused += 1
+                            else:
+                                queue.append((item, row, model_input))
+                                item.waiting += 1
+                            item.rows.append(row)
+                        if self._queue_full(queue):
+                            embed_queue()
+                        if not item.staged and len(item.rows) > STAGE_ROWS:
+                            self._stage(item)
+                except ParseError as exc:
+                    item.error = str(exc)
+                except (OSError, MemoryError) as exc:
+                    item.error = describe(exc)
+                except KbtermError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a parser bug must not stop the run
+                    log.debug("parsing %s failed", job.found.path, exc_info=True)
+                    item.error = describe(exc)
+                item.parsed = True
+                if item.error:
+                    queue[:] = [q for q in queue if q[0] is not item]
+                    item.waiting = 0
+                    inflight.remove(item)
+                    self._fail(item, summary)
+                elif item.ready:
+                    inflight.remove(item)
+                    ready.append(item)
+                commit()
+            embed_queue()
+            commit(force=True)
+            self.progress("index", total, total, "")
+        except BaseException:
+            # Finished files are complete: keep them.  Staged rows of unfinished ones go.
+            queue.clear()
+            for item in inflight:
+                if item.staged:
+                    self.store.drop_staged(item.job.record)
+            ready[:] = [i for i in ready if i.ready]
+            if ready:
+                self._commit(ready, summary)
+            raise
+
+    def _queue_full(self, queue: list[tuple[_InFlight, dict[str, Any], Any]]) -> bool:
+        visuals = sum(1 for _i, row, _m in queue if row["modality"] != "text")
+        return len(queue) >= EMBED_GROUP_TEXTS or visuals >= EMBED_GROUP_VISUALS
+
+    def _sections(self, job: _Job, item: _InFlight) -> Iterator[Section]:
+        ctx = ParseContext(
+            limits=self.embedder.limits,
+            video_segment_seconds=self.config.indexing.video_segment_seconds,
+            warnings=item.warnings,
+        )
+        yield from parse(Path(job.found.path), job.found.file_type, ctx)
+
+    def _chunk_config(self, file_type: str) -> Any:
+        chunking = self.config.indexing.chunking
+        return getattr(chunking, file_type, chunking.text)
+
+    def _rows(self, job: _Job, section: Section) -> Iterator[tuple[dict[str, Any], Any]]:
+        """Chunk rows (without vectors) and the model input of each."""
+        from kbterm.models.inputs import Video
+
+        rec = job.record
+        base = {
+            "file_id": rec.file_id, "generation": rec.generation, "path": rec.path,
+            "file_type": rec.file_type, "title": section.title, "page": section.page,
+            "line_start": None, "line_end": None, "start_s": section.start_s,
+            "end_s": section.end_s, "preview": "", "model": self.model_id,
+            "dim": self._dim,
+        }
+        if section.kind == "text":
+            chunk_cfg = self._chunk_config(rec.file_type)
+            for chunk in self.chunker.split(section.text, chunk_cfg.size, chunk_cfg.overlap,
+                                            section.line_start):
+                row = dict(base, modality="text", text=chunk.text, line_start=chunk.line_start,
+                           line_end=chunk.line_end, chunk_key=_key("text", chunk.text))
+                yield row, chunk.text
+        elif section.kind == "image" and section.image is not None:
+            key = "image:" + (section.fingerprint or _key("image", repr(section.image.size)))
+            title = section.title or Path(rec.path).name
+            yield dict(base, modality="image", text="", title=title, chunk_key=key), section.image
+        elif section.kind == "video" and section.frames:
+            key = "video:" + (section.fingerprint or
+                              _key("video", f"{rec.content_hash}:{section.start_s}"))
+            preview = self._save_keyframe(rec, section)
+            title = section.title or Path(rec.path).name
+            yield (dict(base, modality="video", text="", title=title, chunk_key=key,
+                        preview=preview),
+                   Video(list(section.frames), fps=self.embedder.limits.fps))
+
+    def _save_keyframe(self, rec: FileRecord, section: Section) -> str:
+        if section.keyframe is None:
+            return ""
+        folder = self.store.keyframes / rec.content_hash[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{rec.content_hash}-{int((section.start_s or 0) * 1000):09d}.jpg"
+        if not path.exists():
+            image = section.keyframe
+            image.thumbnail((960, 960))
+            tmp = path.with_suffix(".tmp")
+            image.save(tmp, "JPEG", quality=85)
+            os.replace(tmp, path)
+        return str(path)
+
+    def _embed(self, queue: list[tuple[_InFlight, dict[str, Any], Any]], summary: Summary) -> None:
+        """Embed the queued inputs; an input that fails fails its file, not the batch."""
+        live = [q for q in queue if not q[0].error]
+        if not live:
+            return
+        from kbterm.errors import InputError
+
+        try:
+            vectors = self.embedder.embed([m for _i, _r, m in live])
+            pairs = list(zip(live, vectors))
+        except InputError:
+            pairs = []
+            for entry in live:
+                if entry[0].error:
+                    continue
+                try:
+                    pairs.append((entry, self.embedder.embed([entry[2]])[0]))
+                except InputError as exc:
+                    entry[0].error = f"cannot embed: {exc}"
+        for (item, row, _m), vec in pairs:
+            if item.error:
+                continue
+            row["vector"] = vec
+            item.waiting -= 1
+            summary.embedded += 1
+        for item, _r, _m in live:
+            if item.error:
+                item.waiting = 0
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def _dim(self) -> int:
+        return self.embedder.dimension
+
+    def _ensure_chunks_table(self) -> None:
+        """Create the chunks table (and meta.json) the first time something is embedded."""
+        if self.store.chunks_table is not None:
+            return
+        dim = self.embedder.dimension
+        self.store.create_chunks_table(dim)
+        self.store.write_meta(IndexMeta(self.model_id, dim, self.dimension_setting))
+
+    def _finish_record(self, item: _InFlight) -> FileRecord:
+        rec = item.job.record
+        n = item.written + len(item.rows)
+        rec.chunks = n
+        rec.indexed_at = time.time()
+        if n == 0:
+            rec.status, rec.reason = STATUS_SKIPPED, "no text or pictures found in the file"
+        else:
+            rec.status = STATUS_INDEXED
+            rec.reason = "; ".join(item.warnings)[:2000]
+        return rec
+
+    def _commit(self, ready: list[_InFlight], summary: Summary) -> None:
+        staged = [i for i in ready if i.staged]
+        plain = [i for i in ready if not i.staged]
+        if plain:
+            records = [self._finish_record(i) for i in plain]
+            rows = [r for i in plain for r in self._with_ids(i)]
+            self.store.replace(records, rows)
+            self._count(plain, summary)
+        for item in staged:
+            self._drain_staged(item, final=True)
+            rec = self._finish_record(item)
+            self.store.finish_staged(rec)
+            self._count([item], summary)
+
+    def _count(self, items: list[_InFlight], summary: Summary) -> None:
+        for i in items:
+            rec = i.job.record
+            summary.chunks_written += rec.chunks
+            if rec.status == STATUS_SKIPPED:
+                summary.skipped += 1
+            else:
+                summary.indexed += 1
+            summary.warnings.extend(f"{rec.path}: {w}" for w in i.warnings)
+
+    def _with_ids(self, item: _InFlight) -> list[dict[str, Any]]:
+        rec = item.job.record
+        for n, row in enumerate(item.rows, start=item.written):
+            row["id"] = f"{rec.file_id}:{rec.generation}:{n}"
+        return item.rows
+
+    def _stage(self, item: _InFlight) -> None:
+        """A very large file: hide its new generation, then write it in several commits."""
+        rec = item.job.record
+        old = item.job.previous
+        placeholder = replace(old) if old is not None and old.file_id == rec.file_id else \
+            replace(rec, size=-1, mtime_ns=-1, status="indexing", generation="")
+        placeholder.staging = rec.generation
+        self.store.upsert_files([placeholder])
+        rec.staging = rec.generation
+        item.staged = True
+        self._drain_staged(item)
+
+    def _drain_staged(self, item: _InFlight, final: bool = False) -> None:
+        """Append the leading rows of a staged file that have their vectors."""
+        done = 0
+        for row in item.rows:
+            if row.get("vector") is None:
+                break
+            done += 1
+        if not final and done < COMMIT_ROWS:
+            return
+        head = item.rows[:done]
+        if head:
+            rec = item.job.record
+            for n, row in enumerate(head, start=item.written):
+                row["id"] = f"{rec.file_id}:{rec.generation}:{n}"
+            self.store.append_chunks(head)
+            item.written += done
+            item.rows = item.rows[done:]
+
+    def _fail(self, item: _InFlight, summary: Summary) -> None:
+        rec = item.job.record
+        if item.staged:
+            self.store.drop_staged(rec)
+        old = item.job.previous
+        record = FileRecord(
+            file_id=rec.file_id, path=rec.path, file_type=rec.file_type, size=rec.size,
+            mtime_ns=rec.mtime_ns, content_hash=rec.content_hash, status=STATUS_FAILED,
+            reason=item.error, indexed_at=time.time(), generation=rec.generation,
+        )
+        # The file's old chunks go with the failed version (replace with no rows).
+        if old is not None:
+            self.store.replace([record], [])
+        else:
+            self.store.upsert_files([record])
+        summary.failed += 1
+        summary.failures.append((rec.path, item.error))
+
+    def _keyframe_gc(self) -> None:
+        """Delete keyframes of videos no longer in the index."""
+        folder = self.store.keyframes
+        if not folder.is_dir():
+            return
+        hashes = {r.content_hash for r in self.store.ledger().values()
+                  if r.file_type == "video" and r.status == STATUS_INDEXED}
+        for sub in folder.iterdir():
+            for image in sub.glob("*.jpg"):
+                if image.name.split("-", 1)[0] not in hashes:
+                    image.unlink(missing_ok=True)

@@ -1,0 +1,59 @@
+"""Parsers: one per file type behind one interface (``parse(path, ctx) -> Iterator[Section]``).
+
+:data:`FILE_TYPES` maps a file suffix to its type; :func:`parse` dispatches to the parser.
+Importing this package is cheap: each parser imports its heavy library (PyMuPDF, decord, lxml)
+when it is first used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from kbterm.ingest.base import ParseContext, ParseError, Section, describe
+
+FILE_TYPES: dict[str, str] = {
+    **{s: "text" for s in (".txt", ".text", ".rst", ".csv", ".tsv", ".srt", ".vtt")},
+    **{s: "markdown" for s in (".md", ".markdown")},
+    ".json": "json",
+    **{s: "html" for s in (".html", ".htm", ".xhtml")},
+    ".pdf": "pdf",
+    **{s: "image" for s in (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")},
+    **{s: "video" for s in (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")},
+}
+
+__all__ = ["FILE_TYPES", "ParseContext", "ParseError", "Section", "describe", "file_type", "parse"]
+
+
+def file_type(path: str | Path) -> str | None:
+    """The type kbterm indexes ``path`` as, or None when kbterm does not read such files."""
+    return FILE_TYPES.get(Path(path).suffix.lower())
+
+
+def parse(path: Path, kind: str, ctx: ParseContext) -> Iterator[Section]:
+    """The sections of ``path`` read as ``kind`` (a value of :data:`FILE_TYPES`)."""
+    if kind in ("text", "json"):
+        from kbterm.ingest.text import parse_text
+
+        return parse_text(path, ctx)
+    if kind == "markdown":
+        from kbterm.ingest.text import parse_markdown
+
+        return parse_markdown(path, ctx)
+    if kind == "html":
+        from kbterm.ingest.html import parse_html
+
+        return parse_html(path, ctx)
+    if kind == "pdf":
+        from kbterm.ingest.pdf import parse_pdf
+
+        return parse_pdf(path, ctx)
+    if kind == "image":
+        from kbterm.ingest.image import parse_image
+
+        return parse_image(path, ctx)
+    if kind == "video":
+        from kbterm.ingest.video import parse_video
+
+        return parse_video(path, ctx)
+    raise ValueError(f"unknown file type {kind!r}")

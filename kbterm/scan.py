@@ -1,0 +1,220 @@
+"""Walking the indexed folders: which files kbterm reads, and which it notes but does not follow.
+
+* Hidden files and folders (a leading ``.``), ``.git``, ``node_modules``, the data folder itself
+  and anything matching ``indexing.ignore`` or a ``.kbignore`` file are left out.
+  ``.kbignore`` holds glob patterns, one per line, for its folder and everything below it
+  (``#`` comments, ``dir/`` for folders only, ``/pattern`` anchored to that folder,
+  ``!pattern`` to take a file back).
+* Symlinks are never followed (so a loop cannot trap the walk, and a link cannot lead the index
+  outside the folders the user chose); each one is recorded with what it points at.
+* Files kbterm has no parser for are not recorded at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import logging
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from kbterm.ingest import file_type
+
+log = logging.getLogger(__name__)
+
+KBIGNORE = ".kbignore"
+ALWAYS_SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__"})
+
+
+@dataclass(frozen=True)
+class Found:
+    """A regular file kbterm can read."""
+
+    path: str
+    file_type: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Noted:
+    """An entry recorded in the ledger without being read (a symlink, an unreadable entry)."""
+
+    path: str
+    file_type: str
+    status: str  # "skipped" or "failed"
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    found: list[Found] = field(default_factory=list)
+    noted: list[Noted] = field(default_factory=list)
+    # Folders that could not be listed: ledger entries under them are not treated as deleted.
+    unreadable: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Rule:
+    base: str  # folder the pattern is relative to
+    pattern: str
+    negate: bool = False
+    dir_only: bool = False
+    anchored: bool = False
+
+
+def parse_rules(lines: Sequence[str], base: str) -> list[Rule]:
+    rules = []
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        line = line[1:] if negate else line
+        dir_only = line.endswith("/")
+        line = line.rstrip("/")
+        anchored = line.startswith("/") or "/" in line
+        line = line.lstrip("/")
+        if line:
+            rules.append(Rule(base, line, negate, dir_only, anchored))
+    return rules
+
+
+def ignored(rules: Sequence[Rule], path: str, is_dir: bool) -> bool:
+    """Whether ``path`` is ignored (the last matching rule decides, as in .gitignore)."""
+    name = os.path.basename(path)
+    result = False
+    for rule in rules:
+        if rule.dir_only and not is_dir:
+            continue
+        if rule.anchored:
+            if not (path == rule.base or path.startswith(rule.base.rstrip(os.sep) + os.sep)):
+                continue
+            target = os.path.relpath(path, rule.base)
+        else:
+            target = name
+        if fnmatch.fnmatchcase(target, rule.pattern):
+            result = not rule.negate
+    return result
+
+
+def within(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def storable(path: str) -> bool:
+    """Whether a path is valid Unicode (names with undecodable bytes cannot be stored)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def scan(roots: Sequence[str], patterns: Sequence[str], data_dir: str) -> ScanResult:
+    """Walk ``roots`` (absolute, resolved paths of folders or files)."""
+    result = ScanResult()
+    data_dir = os.path.realpath(data_dir)
+    for root in roots:
+        try:
+            st = os.stat(root)
+        except OSError as exc:
+            result.warnings.append(f"{root}: {exc.strerror or exc}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _walk(root, parse_rules(patterns, root), roots, data_dir, result)
+        else:
+            _entry(root, root, False, st, roots, result)
+    return result
+
+
+def _walk(root: str, base_rules: list[Rule], roots: Sequence[str], data_dir: str,
+          result: ScanResult) -> None:
+    stack: list[tuple[str, list[Rule]]] = [(root, base_rules)]
+    while stack:
+        folder, rules = stack.pop()
+        if folder == data_dir or folder.startswith(data_dir + os.sep):
+            continue
+        kbignore = os.path.join(folder, KBIGNORE)
+        if os.path.isfile(kbignore):
+            try:
+                with open(kbignore, encoding="utf-8", errors="replace") as fh:
+                    rules = rules + parse_rules(fh.read().splitlines(), folder)
+            except OSError as exc:
+                result.warnings.append(f"{kbignore}: {exc.strerror or exc}")
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            result.unreadable.append(folder)
+            result.warnings.append(f"cannot list {folder}: {exc.strerror or exc}")
+            continue
+        subfolders = []
+        for entry in entries:
+            name, path = entry.name, entry.path
+            if name.startswith("."):
+                continue
+            if not storable(path):
+                result.warnings.append(f"{path!r}: file name is not valid UTF-8, not indexed")
+                continue
+            try:
+                is_link = entry.is_symlink()
+                is_dir = (not is_link) and entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir and name in ALWAYS_SKIPPED_DIRS:
+                continue
+            if ignored(rules, path, is_dir):
+                continue
+            if is_link:
+                _symlink(path, roots, result)
+            elif is_dir:
+                subfolders.append(path)
+            else:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as exc:
+                    kind = file_type(path)
+                    if kind:
+                        result.noted.append(Noted(path, kind, "failed",
+                                                  f"cannot stat: {exc.strerror or exc}"))
+                    continue
+                _entry(path, path, False, st, roots, result)
+        for sub in reversed(subfolders):
+            stack.append((sub, rules))
+
+
+def _entry(path: str, real: str, is_link: bool, st: os.stat_result, roots: Sequence[str],
+           result: ScanResult) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        return
+    kind = file_type(path)
+    if kind is None:
+        return
+    result.found.append(Found(path, kind, st.st_size, st.st_mtime_ns))
+
+
+def _symlink(path: str, roots: Sequence[str], result: ScanResult) -> None:
+    kind = file_type(path) or "symlink"
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    try:
+        real = os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            result.noted.append(Noted(path, kind, "failed", f"symlink loop ({target})"))
+        else:
+            result.noted.append(Noted(path, kind, "failed", f"broken symlink to {target}"))
+        return
+    if not within(real, roots):
+        result.noted.append(Noted(path, kind, "skipped",
+                                  f"symlink leads outside the indexed folders ({real})"))
+        return
+    if os.path.isdir(real) or file_type(real) is not None:
+        result.noted.append(Noted(path, kind, "skipped", f"symlink to {real} (indexed there)"))

@@ -1,0 +1,484 @@
+"""The index on disk: a LanceDB database with a ``chunks`` table and a ``files`` ledger.
+
+Layout of the data folder::
+
+    index/             LanceDB database: chunks.lance, files.lance
+    index/meta.json    which embedding model and dimension built the vectors
+    keyframes/         one JPEG per video segment, for previews
+    writer.lock        held by the one process that writes (see kbterm.lock)
+
+**What a reader may see.**  Every chunk row carries the ``file_id`` of its file and the
+``generation`` it was written in.  A chunk is *live* when its file is in the ledger and its
+generation is not the file's ``staging`` generation.  Ordinary updates replace a batch of files'
+chunks in one LanceDB commit (``merge_insert`` that inserts the new rows and deletes the old ones),
+so a reader never sees a file half-indexed or doubled.  A file too large for one commit is
+*staged*: its ledger row names the new generation as ``staging`` first (hiding those rows), the
+rows are appended in several commits, then one commit deletes the old rows and the ledger clears
+``staging``.  A crash at any point leaves rows that :meth:`Store.recover` removes on the next run.
+
+This module opens no connection at import time and never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+
+from kbterm.errors import KbtermError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+CHUNKS = "chunks"
+FILES = "files"
+# Deletes name at most this many ids in one SQL filter.
+IN_LIST_MAX = 500
+# Compact and clean up once a table has this many versions (checked after a run).
+OPTIMIZE_AFTER_VERSIONS = 16
+
+STATUS_INDEXED = "indexed"
+STATUS_FAILED = "failed"
+STATUS_SKIPPED = "skipped"
+
+
+class IndexError_(KbtermError):
+    """The index folder cannot be used (not writable, damaged)."""
+
+
+class IndexMismatch(KbtermError):
+    """The index was built with another embedding model or dimension."""
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
+
+
+def _groups(values: Sequence[Any], size: int = IN_LIST_MAX) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+@dataclass
+class FileRecord:
+    """One row of the ``files`` ledger: what kbterm knows of a file on disk."""
+
+    file_id: str
+    path: str
+    file_type: str
+    size: int = 0
+    mtime_ns: int = 0
+    content_hash: str = ""
+    status: str = STATUS_INDEXED
+    reason: str = ""
+    chunks: int = 0
+    indexed_at: float = 0.0
+    generation: str = ""
+    staging: str = ""  # a generation whose rows are still being written (hidden from readers)
+
+
+def files_schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("file_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("file_type", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("content_hash", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("chunks", pa.int32()),
+        pa.field("indexed_at", pa.float64()),
+        pa.field("generation", pa.string()),
+        pa.field("staging", pa.string()),
+    ])
+
+
+def chunks_schema(dim: int) -> "pa.Schema":
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("file_id", pa.string(), nullable=False),
+        pa.field("generation", pa.string(), nullable=False),
+        pa.field("path", pa.string()),
+        pa.field("file_type", pa.string()),
+        pa.field("modality", pa.string()),  # text | image | video
+        pa.field("text", pa.string()),
+        pa.field("title", pa.string()),
+        pa.field("page", pa.int32()),  # 1-based PDF page
+        pa.field("line_start", pa.int32()),
+        pa.field("line_end", pa.int32()),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("preview", pa.string()),  # keyframe JPEG of a video segment
+        pa.field("chunk_key", pa.string()),  # digest of what was embedded (vector reuse)
+        pa.field("model", pa.string()),
+        pa.field("dim", pa.int32()),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+CHUNK_COLUMNS = [
+    "id", "file_id", "generation", "path", "file_type", "modality", "text", "title", "page",
+    "line_start", "line_end", "start_s", "end_s", "preview", "chunk_key", "model", "dim",
+]
+
+
+@dataclass
+class IndexMeta:
+    """Which model built the vectors (``index/meta.json``)."""
+
+    embedding_model: str
+    dimension: int  # the size of the stored vectors
+    dimension_setting: int = 0  # models.embedder.dimension when built (0 = full size)
+    created_at: float = field(default_factory=time.time)
+    last_run_at: float = 0.0
+
+
+class Store:
+    """The LanceDB index in ``data_dir``; tables are created on the first write."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / "index"
+        self.keyframes = self.data_dir / "keyframes"
+        self._db: Any = None
+        self._chunks: Any = None
+        self._files: Any = None
+
+    # ------------------------------------------------------------------ opening
+
+    @property
+    def exists(self) -> bool:
+        return (self.path / f"{FILES}.lance").is_dir()
+
+    def ensure_writable(self) -> None:
+        """Create the data folder; raise a one-line error when it cannot be written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise IndexError_(
+                f"cannot write the index in {self.data_dir}: {exc.strerror or exc}; "
+                "set data_dir in the config or KBTERM_DATA_DIR to a writable folder"
+            ) from None
+
+    def _connect(self) -> Any:
+        if self._db is None:
+            import lancedb
+
+            self._db = lancedb.connect(str(self.path))
+        return self._db
+
+    def _table(self, name: str) -> Any:
+        db = self._connect()
+        try:
+            return db.open_table(name)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    @property
+    def files_table(self) -> Any:
+        if self._files is None:
+            self._files = self._table(FILES)
+        else:
+            self._files.checkout_latest()
+        return self._files
+
+    @property
+    def chunks_table(self) -> Any:
+        if self._chunks is None:
+            self._chunks = self._table(CHUNKS)
+        else:
+            self._chunks.checkout_latest()
+        return self._chunks
+
+    def create_files_table(self) -> None:
+        """Create the ledger (empty) if it is missing."""
+        if self._table(FILES) is None:
+            self._connect().create_table(FILES, schema=files_schema())
+        self._files = None
+
+    def create_chunks_table(self, dim: int) -> None:
+        """Create the chunks table for vectors of ``dim`` values if it is missing."""
+        if self._table(CHUNKS) is None:
+            self._connect().create_table(CHUNKS, schema=chunks_schema(dim))
+        self._chunks = None
+
+    def drop(self) -> None:
+        """Delete the whole index (``kbterm index --rebuild``)."""
+        self._db = self._files = self._chunks = None
+        for folder in (self.path, self.keyframes):
+            if folder.exists():
+                shutil.rmtree(folder)
+
+    # ------------------------------------------------------------------ meta
+
+    @property
+    def meta_path(self) -> Path:
+        return self.path / "meta.json"
+
+    def read_meta(self) -> IndexMeta | None:
+        try:
+            raw = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise IndexError_(f"{self.meta_path} is damaged ({exc}); run: kbterm index --rebuild")
+        known = {f.name for f in fields(IndexMeta)}
+        return IndexMeta(**{k: v for k, v in raw.items() if k in known})
+
+    def write_meta(self, meta: IndexMeta) -> None:
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(meta), indent=2), encoding="utf-8")
+        os.replace(tmp, self.meta_path)
+
+    def check_model(self, model: str, dimension_setting: int) -> IndexMeta | None:
+        """Raise :class:`IndexMismatch` when the index was built with another model/dimension."""
+        meta = self.read_meta()
+        if meta is None:
+            return None
+        if meta.embedding_model != model or meta.dimension_setting != dimension_setting:
+            had = f"{meta.embedding_model} (dimension {meta.dimension})"
+            want = model + (f" (dimension {dimension_setting})" if dimension_setting else "")
+            raise IndexMismatch(
+                f"the index was built with {had} but the config names {want}; "
+                "re-embed everything with: kbterm index --rebuild"
+            )
+        return meta
+
+    # ------------------------------------------------------------------ reading
+
+    def ledger(self) -> dict[str, FileRecord]:
+        """Every ledger row, by path."""
+        table = self.files_table
+        if table is None:
+            return {}
+        data = table.to_arrow().to_pylist()
+        return {row["path"]: FileRecord(**_nonnull(row)) for row in data}
+
+    def live_chunks(
+        self,
+        columns: Sequence[str] | None = None,
+        where: str | None = None,
+        ledger: dict[str, FileRecord] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Chunk rows a reader may see (see the module docstring), as dicts."""
+        table = self.chunks_table
+        if table is None:
+            return []
+        ledger = self.ledger() if ledger is None else ledger
+        hidden = {(r.file_id, r.staging) for r in ledger.values() if r.staging}
+        known = {r.file_id for r in ledger.values()}
+        cols = list(columns or CHUNK_COLUMNS)
+        for needed in ("file_id", "generation"):
+            if needed not in cols:
+                cols.append(needed)
+        query = table.search().select(cols)
+        if where:
+            query = query.where(where)
+        rows = query.limit(None).to_arrow().to_pylist()
+        return [
+            r for r in rows
+            if r["file_id"] in known and (r["file_id"], r["generation"]) not in hidden
+        ]
+
+    def chunk_vectors(self, file_ids: Sequence[str]) -> dict[str, Any]:
+        """chunk_key -> vector of the given files' live rows (for reuse when a file changes)."""
+        table = self.chunks_table
+        if table is None or not file_ids:
+            return {}
+        import numpy as np
+
+        out: dict[str, Any] = {}
+        for group in _groups(list(file_ids)):
+            data = (
+                table.search().where(sql_in("file_id", group))
+                .select(["chunk_key", "vector"]).limit(None).to_arrow()
+            )
+            if not data.num_rows:
+                continue
+            column = data.column("vector").combine_chunks()
+            vectors = np.asarray(column.flatten()).reshape(len(column), -1)
+            for key, vec in zip(data.column("chunk_key").to_pylist(), vectors):
+                if key:
+                    out[key] = vec
+        return out
+
+    def file_rows(self, file_id: str) -> "pa.Table | None":
+        table = self.chunks_table
+        if table is None:
+            return None
+        return table.search().where(f"file_id = {sql_str(file_id)}").limit(None).to_arrow()
+
+    # ------------------------------------------------------------------ writing
+
+    def replace(self, records: Sequence[FileRecord], rows: Sequence[dict[str, Any]]) -> None:
+        """Make ``records`` the ledger rows of their files and ``rows`` their chunks.
+
+        Chunks first, in one commit that inserts the new rows and deletes every other row of
+        these files; then the ledger in one commit.  Between the two a reader sees the new chunks
+        under the old ledger row, which is complete and consistent.
+        """
+        if not records:
+            return
+        ids = [r.file_id for r in records]
+        chunks = self.chunks_table
+        if rows or chunks.count_rows(sql_in("file_id", ids)):
+            import pyarrow as pa
+
+            data = pa.Table.from_pylist(list(rows), schema=chunks.schema)
+            (
+                chunks.merge_insert("id")
+                .when_not_matched_insert_all()
+                .when_not_matched_by_source_delete(sql_in("file_id", ids))
+                .execute(data)
+            )
+        self.upsert_files(records)
+
+    def upsert_files(self, records: Sequence[FileRecord], remove_ids: Sequence[str] = ()) -> None:
+        """Insert or update ledger rows (by file_id) and delete ``remove_ids``, in one commit."""
+        import pyarrow as pa
+
+        if not records and not remove_ids:
+            return
+        table = self.files_table
+        data = pa.Table.from_pylist([asdict(r) for r in records], schema=files_schema())
+        builder = table.merge_insert("file_id").when_matched_update_all().when_not_matched_insert_all()
+        if remove_ids:
+            builder = builder.when_not_matched_by_source_delete(sql_in("file_id", remove_ids))
+        builder.execute(data)
+
+    def append_chunks(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append rows (of a staged generation: hidden until :meth:`finish_staged`)."""
+        import pyarrow as pa
+
+        if rows:
+            table = self.chunks_table
+            table.add(pa.Table.from_pylist(list(rows), schema=table.schema))
+
+    def finish_staged(self, record: FileRecord) -> None:
+        """Make a staged generation the file's content: delete its other rows, clear staging."""
+        self.chunks_table.delete(
+            f"file_id = {sql_str(record.file_id)} AND generation != {sql_str(record.staging)}"
+        )
+        record.generation, record.staging = record.staging, ""
+        self.upsert_files([record])
+
+    def drop_staged(self, record: FileRecord) -> None:
+        """Forget a staged generation (the file failed or the run stopped)."""
+        if record.staging:
+            self.chunks_table.delete(
+                f"file_id = {sql_str(record.file_id)} AND generation = {sql_str(record.staging)}"
+            )
+            record.staging = ""
+
+    def repoint(self, moves: Sequence[tuple[FileRecord, str]]) -> None:
+        """Renamed files: the same chunks under a new path (no embedding)."""
+        if not moves:
+            return
+        chunks = self.chunks_table
+        for record, new_path in moves:
+            chunks.update(where=f"file_id = {sql_str(record.file_id)}", values={"path": new_path})
+            record.path = new_path
+        self.upsert_files([r for r, _ in moves])
+
+    def remove(self, records: Sequence[FileRecord]) -> None:
+        """Files gone from disk: their chunks, then their ledger rows."""
+        ids = [r.file_id for r in records]
+        if not ids:
+            return
+        chunks = self.chunks_table
+        if chunks is not None:
+            for group in _groups(ids):
+                chunks.delete(sql_in("file_id", group))
+        for group in _groups(ids):
+            self.upsert_files([], remove_ids=list(group))
+
+    def recover(self) -> int:
+        """Remove chunk rows no reader may see (left by a run that was killed); returns count."""
+        chunks, ledger = self.chunks_table, self.ledger()
+        if chunks is None:
+            return 0
+        removed = 0
+        for record in ledger.values():
+            if record.staging:
+                before = chunks.count_rows()
+                self.drop_staged(record)
+                removed += before - self.chunks_table.count_rows()
+                self.upsert_files([record])
+        known = {r.file_id for r in ledger.values()}
+        present = set(chunks.search().select(["file_id"]).limit(None).to_arrow()
+                      .column("file_id").to_pylist())
+        orphans = sorted(present - known)
+        for group in _groups(orphans):
+            before = chunks.count_rows()
+            chunks.delete(sql_in("file_id", group))
+            removed += before - chunks.count_rows()
+        return removed
+
+    # ------------------------------------------------------------------ hygiene
+
+    def versions(self) -> dict[str, int]:
+        """Table versions kept on disk, per table."""
+        out = {}
+        for name in (CHUNKS, FILES):
+            folder = self.path / f"{name}.lance" / "_versions"
+            out[name] = sum(1 for p in folder.iterdir() if p.suffix == ".manifest") \
+                if folder.is_dir() else 0
+        return out
+
+    def optimize(self, keep_seconds: int, force: bool = False) -> bool:
+        """Compact small files and delete versions older than ``keep_seconds`` when a table has
+        piled up versions (or always with ``force``).  Returns whether it ran."""
+        import warnings
+
+        ran = False
+        for name, count in self.versions().items():
+            if not force and count < OPTIMIZE_AFTER_VERSIONS:
+                continue
+            table = self.chunks_table if name == CHUNKS else self.files_table
+            if table is None:
+                continue
+            with warnings.catch_warnings():
+                # LanceDB warns that concurrent readers of old versions fail; keep_seconds is
+                # that grace period, chosen by the user.
+                warnings.simplefilter("ignore", UserWarning)
+                table.optimize(cleanup_older_than=timedelta(seconds=keep_seconds))
+            ran = True
+        return ran
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for folder in (self.path, self.keyframes):
+            for root, _dirs, files in os.walk(folder):
+                for name in files:
+                    try:
+                        total += os.lstat(os.path.join(root, name)).st_size
+                    except OSError:
+                        pass
+        return total
+
+
+def _nonnull(row: dict[str, Any]) -> dict[str, Any]:
+    """Ledger rows with nulls replaced by the dataclass defaults."""
+    defaults = {f.name: f.default for f in fields(FileRecord)}
+    return {k: (defaults.get(k) if v is None else v) for k, v in row.items() if k in defaults}

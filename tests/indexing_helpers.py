@@ -1,0 +1,64 @@
+"""Helpers shared by the indexing tests: configs pointing at the tiny model, ledger/chunk reads."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from kbterm.config import Config, config_from_dict
+from kbterm.indexer import Indexer, Summary
+from kbterm.store import Store
+
+
+def make_config(model_dir: Path, data_dir: Path, folders: list[Path] | None = None,
+                **indexing: Any) -> Config:
+    raw: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "library": {"folders": [str(f) for f in folders or []]},
+        "models": {
+            "device": "cpu",
+            "embedder": {"model": str(model_dir)},
+            "reranker": {"model": str(model_dir)},
+            "generator": {"model": str(model_dir)},
+        },
+        "indexing": {"keep_versions_seconds": 0, **indexing},
+    }
+    return config_from_dict(raw)
+
+
+def run_index(config: Config, paths: list[Path] | None = None, embedder: Any = None,
+              **kwargs: Any) -> Summary:
+    return Indexer(config, embedder=embedder).run(paths, **kwargs)
+
+
+def ledger(config: Config) -> dict[str, Any]:
+    return Store(config.data_path).ledger()
+
+
+def chunks(config: Config, **filters: Any) -> list[dict[str, Any]]:
+    rows = Store(config.data_path).live_chunks()
+    return [r for r in rows if all(r.get(k) == v for k, v in filters.items())]
+
+
+def check_consistent(config: Config) -> None:
+    """Every indexed file has exactly its ledger's chunk count, no row is orphaned or doubled."""
+    store = Store(config.data_path)
+    files = store.ledger()
+    table = store.chunks_table
+    raw = table.search().select(["id", "file_id", "generation", "path"]).limit(None) \
+        .to_arrow().to_pylist() if table is not None else []
+    ids = [r["id"] for r in raw]
+    assert len(ids) == len(set(ids)), "duplicate chunk ids"
+    by_id = {r.file_id: r for r in files.values()}
+    per_file = Counter(r["file_id"] for r in raw)
+    for row in raw:
+        rec = by_id.get(row["file_id"])
+        assert rec is not None, f"orphan chunk {row['id']} of {row['path']}"
+        assert row["generation"] == rec.generation, f"stale generation in {row['path']}"
+        assert row["path"] == rec.path
+    for rec in files.values():
+        assert not rec.staging, rec.path
+        expected = rec.chunks if rec.status == "indexed" else 0
+        assert per_file.get(rec.file_id, 0) == expected, (rec.path, rec.status, expected,
+                                                          per_file.get(rec.file_id, 0))
