@@ -59,6 +59,8 @@ COMMIT_SECONDS = 5.0
 # A file with more chunks than this is written in several commits (staged; see kbterm.store).
 STAGE_ROWS = 4096
 HASH_BLOCK = 1 << 20
+# Vectors of a changed file's old chunks are loaded for reuse up to this many rows (memory).
+REUSE_MAX_ROWS = 16384
 
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, current path)
 
@@ -75,6 +77,13 @@ def content_hash(path: str) -> str:
 def _key(kind: str, data: str) -> str:
     return kind + ":" + hashlib.blake2b(data.encode("utf-8", "surrogatepass"),
                                         digest_size=16).hexdigest()
+
+
+def _fatal(exc: BaseException) -> bool:
+    """Errors that stop the run (the model is missing or broken), not just one file."""
+    from kbterm.errors import InputError
+
+    return isinstance(exc, KbtermError) and not isinstance(exc, (InputError, ParseError))
 
 
 def new_id() -> str:
@@ -388,7 +397,8 @@ class Indexer:
                 self.progress("index", n, total, job.found.path)
                 item = _InFlight(job)
                 inflight.append(item)
-                reuse = self.store.chunk_vectors(job.reuse_from)
+                reuse = self.store.chunk_vectors(job.reuse_from) \
+                    if self._reuse_rows(job) <= REUSE_MAX_ROWS else {}
                 try:
                     for section in self._sections(job, item):
                         for row, model_input in self._rows(job, section):
@@ -436,6 +446,10 @@ class Indexer:
             if ready:
                 self._commit(ready, summary)
             raise
+
+    def _reuse_rows(self, job: _Job) -> int:
+        prev = job.previous
+        return prev.chunks if prev is not None and prev.file_id in job.reuse_from else 0
 
     def _queue_full(self, queue: list[tuple[_InFlight, dict[str, Any], Any]]) -> bool:
         visuals = sum(1 for _i, row, _m in queue if row["modality"] != "text")
@@ -504,20 +518,22 @@ class Indexer:
         live = [q for q in queue if not q[0].error]
         if not live:
             return
-        from kbterm.errors import InputError
-
         try:
             vectors = self.embedder.embed([m for _i, _r, m in live])
             pairs = list(zip(live, vectors))
-        except InputError:
+        except Exception as exc:  # noqa: BLE001 - find the input that fails, fail its file
+            if _fatal(exc):
+                raise
             pairs = []
             for entry in live:
                 if entry[0].error:
                     continue
                 try:
                     pairs.append((entry, self.embedder.embed([entry[2]])[0]))
-                except InputError as exc:
-                    entry[0].error = f"cannot embed: {exc}"
+                except Exception as exc:  # noqa: BLE001
+                    if _fatal(exc):
+                        raise
+                    entry[0].error = f"cannot embed {entry[1]['modality']}: {describe(exc)}"
         for (item, row, _m), vec in pairs:
             if item.error:
                 continue

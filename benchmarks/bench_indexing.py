@@ -1,0 +1,218 @@
+"""Indexing benchmarks (issue #3).  Every figure is compared with a baseline run in the same
+process on the same machine.
+
+(a) PDF pipeline: kbterm's PDF parser (text of every page + every page rendered within the
+    contract's max_pixels, as PIL images ready for the model; model excluded) over
+    ``mupdf_explored.pdf`` vs plain PyMuPDF text extraction + rendering of the same pages at the
+    same zoom.  Target: overhead ratio <= 1.25.
+(b) A second ``kbterm index`` over 1,000 unchanged files (the real command, in a subprocess,
+    Python start-up included): seconds (target <= 2 s) and model calls (must be 0); the
+    baseline is the first, full run over the same files.
+(c) LanceDB versions on disk after 1,000 single-file updates (each a separate index run that
+    re-embeds one changed file), with kbterm's clean-up vs the same runs with clean-up disabled;
+    plus a vector search's latency on each table afterwards.
+
+    python benchmarks/bench_indexing.py                # all three
+    python benchmarks/bench_indexing.py --only a --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CORPUS = REPO.parent / "shared" / "corpus"
+sys.path.insert(0, str(REPO))
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- (a)
+
+
+def bench_pdf(repeats: int) -> dict:
+    import pymupdf
+
+    from kbterm.ingest import ParseContext
+    from kbterm.ingest.pdf import page_zoom, parse_pdf
+
+    pdf = CORPUS / "pdf" / "mupdf_explored.pdf"
+    ctx = ParseContext()
+    max_pixels = ctx.limits.image_max_pixels
+
+    def kbterm_pipeline() -> None:
+        n = 0
+        for section in parse_pdf(pdf, ParseContext()):
+            n += 1
+        assert n > 285
+
+    def plain_pymupdf() -> None:
+        with pymupdf.open(pdf) as doc:
+            for page in doc:
+                page.get_text()
+                zoom = page_zoom(page.rect.width, page.rect.height, max_pixels)
+                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+                assert pix.samples
+
+    kbterm_pipeline()  # warm-up (font caches)
+    plain_pymupdf()
+    base, ours = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both alike
+        base.append(median_time(plain_pymupdf, 1))
+        ours.append(median_time(kbterm_pipeline, 1))
+    b, o = statistics.median(base), statistics.median(ours)
+    with pymupdf.open(pdf) as doc:
+        pages = len(doc)
+    return {"pages": pages, "baseline_s": b, "kbterm_s": o, "ratio": o / b,
+            "max_pixels": max_pixels}
+
+
+# --------------------------------------------------------------------------- (b), (c)
+
+
+def write_config(path: Path, model: Path, data: Path) -> Path:
+    path.write_text(
+        f'data_dir = "{data}"\n[models]\ndevice = "cpu"\n'
+        + "".join(f'[models.{r}]\nmodel = "{model}"\n' for r in ("embedder", "reranker",
+                                                                 "generator"))
+    )
+    return path
+
+
+def kbterm_cmd(config: Path, *args: str) -> tuple[float, dict]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("KBTERM_DATA_DIR", None)
+    t = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "kbterm", "--config", str(config), "index", "--json", *args],
+        capture_output=True, text=True, env=env, cwd=REPO, check=True,
+    ).stdout
+    return time.perf_counter() - t, json.loads(out)
+
+
+def bench_unchanged(work: Path, model: Path, files: int, repeats: int) -> dict:
+    folder = work / "many"
+    for i in range(files):
+        sub = folder / f"d{i // 100:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"note-{i:04d}.txt").write_text(f"Note {i}. The tide came in at {i % 24}:00.\n")
+    config = write_config(work / "b.toml", model, work / "data-b")
+    first_s, first = kbterm_cmd(config, str(folder))
+    assert first["indexed"] == files, first
+    seconds, calls = [], []
+    for _ in range(repeats):
+        s, summary = kbterm_cmd(config, str(folder))
+        assert summary["unchanged"] == files and summary["indexed"] == 0, summary
+        seconds.append(s)
+        calls.append(summary["model_calls"])
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import kbterm.cli"], check=True, cwd=REPO)
+    startup = time.perf_counter() - t
+    return {"files": files, "first_run_s": first_s, "first_run_model_calls":
+            first["model_calls"], "second_run_s": statistics.median(seconds),
+            "second_run_model_calls": max(calls), "python_startup_s": startup,
+            "ratio": statistics.median(seconds) / first_s}
+
+
+def bench_versions(work: Path, model: Path, updates: int) -> dict:
+    import numpy as np
+
+    from kbterm.config import config_from_dict
+    from kbterm.indexer import Indexer
+    from kbterm.models.registry import get_embedder
+    from kbterm.store import Store
+
+    results = {}
+    for arm in ("cleanup", "no_cleanup"):
+        folder = work / f"upd-{arm}"
+        folder.mkdir()
+        for i in range(20):
+            (folder / f"f{i}.txt").write_text(f"File {i} about lamps.\n")
+        config = config_from_dict({
+            "data_dir": str(work / f"data-{arm}"),
+            "models": {"device": "cpu", **{r: {"model": str(model)} for r in
+                                           ("embedder", "reranker", "generator")}},
+        })
+        embedder = get_embedder(config)
+        Indexer(config, embedder=embedder).run([folder])
+        store_cls_optimize = Store.optimize
+        if arm == "no_cleanup":
+            Store.optimize = lambda self, keep_seconds, force=False: False  # type: ignore
+        t = time.perf_counter()
+        try:
+            for i in range(updates):
+                (folder / f"f{i % 20}.txt").write_text(f"File {i % 20}, edit {i}.\n")
+                summary = Indexer(config, embedder=embedder).run([folder])
+                assert summary.indexed == 1, summary
+        finally:
+            Store.optimize = store_cls_optimize  # type: ignore
+        elapsed = time.perf_counter() - t
+        store = Store(config.data_path)
+        table = store.chunks_table
+        query = np.random.default_rng(0).standard_normal(embedder.dimension).astype("float32")
+        table.search(query).limit(10).to_list()
+        latency = median_time(lambda: table.search(query).limit(10).to_list(), 50)
+        results[arm] = {"updates": updates, "seconds": elapsed, "versions": store.versions(),
+                        "search_ms": latency * 1000, "disk_bytes": store.disk_bytes()}
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["a", "b", "c"], action="append")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--updates", type=int, default=1000)
+    args = parser.parse_args()
+    only = set(args.only or ["a", "b", "c"])
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(2)
+    report = {}
+    if "a" in only:
+        report["pdf"] = r = bench_pdf(args.repeats)
+        print(f"(a) PDF {r['pages']} pages: PyMuPDF {r['baseline_s']:.2f} s, kbterm "
+              f"{r['kbterm_s']:.2f} s, ratio {r['ratio']:.3f}", flush=True)
+    if only & {"b", "c"}:
+        from kbterm.models.random_checkpoint import build_random_checkpoint
+
+        work = Path(tempfile.mkdtemp(prefix="kbterm-bench-"))
+        try:
+            model = build_random_checkpoint(work / "model")
+            if "b" in only:
+                report["unchanged"] = r = bench_unchanged(work, model, args.files, args.repeats)
+                print(f"(b) {r['files']} unchanged files: second run {r['second_run_s']:.2f} s "
+                      f"({r['second_run_model_calls']} model calls); first run "
+                      f"{r['first_run_s']:.2f} s ({r['first_run_model_calls']} calls); "
+                      f"python start-up {r['python_startup_s']:.2f} s", flush=True)
+            if "c" in only:
+                report["versions"] = r = bench_versions(work, model, args.updates)
+                for arm, v in r.items():
+                    print(f"(c) {arm}: {v['updates']} updates in {v['seconds']:.1f} s, versions "
+                          f"{v['versions']}, search {v['search_ms']:.2f} ms, "
+                          f"{v['disk_bytes'] / 1e6:.1f} MB", flush=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

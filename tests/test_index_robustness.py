@@ -1,0 +1,230 @@
+"""Bad input never stops a run; kill -9 in the middle leaves a consistent index that the next run
+completes.  These run the real ``kbterm`` command in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, subprocess_env
+from indexing_helpers import chunks, check_consistent, ledger, make_config, run_index
+from kbterm.store import Store
+
+
+def write_config(path: Path, model_dir: Path, data_dir: Path, extra: str = "") -> Path:
+    path.write_text(f"""
+data_dir = "{data_dir}"
+[models]
+device = "cpu"
+[models.embedder]
+model = "{model_dir}"
+[models.reranker]
+model = "{model_dir}"
+[models.generator]
+model = "{model_dir}"
+[indexing]
+keep_versions_seconds = 0
+{extra}
+""")
+    return path
+
+
+def kbterm(args: list[str], prelude: str = "", env_extra: dict[str, str] | None = None,
+           **kwargs) -> subprocess.Popen:
+    code = prelude + "\nfrom kbterm.cli import main; main()"
+    env = subprocess_env(**(env_extra or {}))
+    env.pop("KBTERM_DATA_DIR", None)
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def make_bad_folder(root: Path, corpus: Path) -> dict[str, str]:
+    """A folder of awkward files; returns name -> expected status."""
+    import pymupdf
+
+    root.mkdir(parents=True)
+    expected = {}
+    shutil.copy(corpus / "pdf" / "small-table.pdf", root / "good.pdf")
+    expected["good.pdf"] = "indexed"
+    (root / "empty.txt").write_bytes(b"")
+    expected["empty.txt"] = "skipped"
+    (root / "empty.pdf").write_bytes(b"")
+    expected["empty.pdf"] = "skipped"
+    data = (corpus / "pdf" / "test_4435.pdf").read_bytes()
+    (root / "truncated.pdf").write_bytes(data[: len(data) // 3])
+    expected["truncated.pdf"] = "failed|indexed"
+    doc = pymupdf.open(corpus / "pdf" / "small-table.pdf")
+    doc.save(root / "locked.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="u",
+             owner_pw="o")
+    doc.close()
+    expected["locked.pdf"] = "failed"
+    (root / "binary.txt").write_bytes((corpus / "images" / "beach.jpeg").read_bytes())
+    expected["binary.txt"] = "failed"
+    (root / "latin.txt").write_bytes(b"caf\xe9 na\xefve \xff\xfe valid text after bad bytes\n")
+    expected["latin.txt"] = "indexed"
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    expected["broken.jpg"] = "failed"
+    (root / "broken.mp4").write_bytes(os.urandom(4096))
+    expected["broken.mp4"] = "failed"
+    shutil.copy(corpus / "images" / "photo_1.jpg", root / "photo with spaces ✓.jpg")
+    expected["photo with spaces ✓.jpg"] = "indexed"
+    (root / "line\nbreak.md").write_text("# Title\n\nA file whose name has a newline.\n")
+    expected["line\nbreak.md"] = "indexed"
+    (root / "ünïcødé 日本.txt").write_text("Unicode names are fine.\n")
+    expected["ünïcødé 日本.txt"] = "indexed"
+    (root / "dangling.txt").symlink_to(root / "does-not-exist.txt")
+    expected["dangling.txt"] = "failed"
+    (root / "loop.txt").symlink_to(root / "loop.txt")
+    expected["loop.txt"] = "failed"
+    outside = root.parent / "outside.txt"
+    outside.write_text("outside the indexed folder\n")
+    (root / "escape.txt").symlink_to(outside)
+    expected["escape.txt"] = "skipped"
+    (root / "secret.txt").write_text("nobody may read this\n")
+    os.chmod(root / "secret.txt", 0)
+    expected["secret.txt"] = "failed"
+    return expected
+
+
+def test_bad_input_is_recorded_and_the_rest_indexed(corpus, index_model_dir):
+    """Run as an unprivileged user when we are root, so that file permissions apply."""
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="kbterm-bad-"))
+    try:
+        os.chmod(base, 0o777)
+        model = base / "model"
+        shutil.copytree(index_model_dir, model)
+        root = base / "folder"
+        expected = make_bad_folder(root, corpus)
+        data = base / "data"
+        config = write_config(base / "config.toml", model, data)
+        for p in [base, *base.rglob("*")]:
+            if not p.is_symlink() and p.name != "secret.txt":
+                os.chmod(p, 0o777 if p.is_dir() else 0o666)
+        kwargs: dict = {"env_extra": {"HF_HOME": str(base / "hf"), "HOME": str(base)}}
+        if as_root:
+            kwargs["preexec_fn"] = lambda: (os.setgid(65534), os.setuid(65534))
+        proc = kbterm(["--config", str(config), "index", str(root)], **kwargs)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        assert "warning" in err and "kbterm status" in err
+        assert out.startswith("indexed "), out
+
+        files = Store(data).ledger()
+        got = {Path(p).name: r for p, r in files.items()}
+        assert set(got) == set(expected), sorted(set(got) ^ set(expected))
+        for name, status in expected.items():
+            assert got[name].status in status.split("|"), (name, got[name])
+            if got[name].status != "indexed":
+                assert got[name].reason, name
+        reasons = {name: got[name].reason.lower() for name in got}
+        assert "password" in reasons["locked.pdf"]
+        assert "binary" in reasons["binary.txt"]
+        assert "empty" in reasons["empty.txt"]
+        assert "permission" in reasons["secret.txt"]
+        assert "broken symlink" in reasons["dangling.txt"]
+        assert "loop" in reasons["loop.txt"]
+        assert "outside" in reasons["escape.txt"]
+        assert "video" in reasons["broken.mp4"]
+        assert "image" in reasons["broken.jpg"]
+        cfg = make_config(model, data)
+        latin = chunks(cfg, path=str(root / "latin.txt"))
+        assert latin and "caf" in latin[0]["text"] and "valid text after bad bytes" in \
+            latin[0]["text"]
+        assert chunks(cfg, path=str(root / "line\nbreak.md"))
+        check_consistent(cfg)
+
+        status = kbterm(["--config", str(config), "status"], **kwargs)
+        sout, serr = status.communicate(timeout=300)
+        assert status.returncode == 0, serr
+        assert "failed (" in sout and "locked.pdf" in sout and "password" in sout.lower()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_usage_errors_exit_2_and_unusable_data_dir_exits_1(tmp_path, index_model_dir):
+    config = write_config(tmp_path / "c.toml", index_model_dir, tmp_path / "data")
+    proc = kbterm(["--config", str(config), "index", str(tmp_path / "missing")])
+    proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the data folder should be")
+    bad = write_config(tmp_path / "bad.toml", index_model_dir, blocker / "data")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha\n")
+    proc = kbterm(["--config", str(bad), "index", str(folder)])
+    _out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert "cannot write the index" in err and "Traceback" not in err
+
+
+def wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - the table may be mid-creation
+            pass
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("moment", ["between-commits", "while-staging"])
+def test_kill_9_then_run_again(tmp_path, corpus, index_model_dir, index_embedder, moment):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(40):
+        (folder / f"note-{i:02d}.txt").write_text(f"Note {i}: " + "tide and lamp " * 40 + "\n")
+    big = folder / "big.txt"
+    big.write_text("".join(f"Paragraph {i} about storms.\n" * 6 for i in range(120)))
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", index_model_dir, data,
+                          "[indexing.chunking.text]\nsize = 32\noverlap = 4\n")
+    prelude = (
+        "import kbterm.indexer as m\n"
+        "m.COMMIT_FILES = 4\nm.COMMIT_SECONDS = 0.0\nm.STAGE_ROWS = 8\nm.COMMIT_ROWS = 8\n"
+    )
+    proc = kbterm(["--config", str(config), "index", "--no-progress", str(folder)], prelude)
+    store = Store(data)
+    try:
+        if moment == "between-commits":
+            wait_for(lambda: sum(r.status == "indexed" for r in store.ledger().values()) >= 8)
+        else:
+            wait_for(lambda: any(r.staging for r in store.ledger().values())
+                     and store.chunks_table.count_rows("generation = '"
+                                                       + next(r.staging for r in
+                                                              store.ledger().values()
+                                                              if r.staging) + "'") > 0)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    done_before = {p for p, r in store.ledger().items() if r.status == "indexed"}
+    assert (data / "index" / "run.json").exists()
+
+    # A reader right after the kill sees only complete files.
+    cfg = make_config(index_model_dir, data, [folder],
+                      chunking={"text": {"size": 32, "overlap": 4}})
+    for path in done_before:
+        assert len(chunks(cfg, path=path)) == ledger(cfg)[path].chunks
+
+    summary = run_index(cfg, embedder=index_embedder)
+    assert summary.unchanged >= len(done_before)
+    assert summary.indexed + summary.unchanged == 41
+    files = ledger(cfg)
+    assert len(files) == 41 and all(r.status == "indexed" for r in files.values())
+    check_consistent(cfg)
+    assert not (data / "index" / "run.json").exists()
+    again = run_index(cfg, embedder=index_embedder)
+    assert again.unchanged == 41 and again.model_calls == 0
