@@ -410,10 +410,10 @@ class Indexer:
                                 queue.append((item, row, model_input))
                                 item.waiting += 1
                             item.rows.append(row)
-                        if self._queue_full(queue):
-                            embed_queue()
-                        if not item.staged and len(item.rows) > STAGE_ROWS:
-                            self._stage(item)
+                            if not item.staged and len(item.rows) > STAGE_ROWS:
+                                self._stage(item)
+                            if self._queue_full(queue):
+                                embed_queue()
                 except ParseError as exc:
                     item.error = str(exc)
                 except (OSError, MemoryError) as exc:

@@ -11,6 +11,12 @@ import pytest
 from indexing_helpers import check_consistent, chunks, ledger, make_config, run_index
 
 
+@pytest.fixture(autouse=True)
+def _explicit_data_dir(monkeypatch):
+    """These tests name their data folder in the config: KBTERM_DATA_DIR must not override it."""
+    monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
+
+
 def unique_line(pdf: Path, page_no: int) -> str:
     """A line of text that appears on ``page_no`` (1-based) and on no other page."""
     import pymupdf

@@ -17,6 +17,12 @@ from kbterm.lock import LockHeld, WriterLock
 from kbterm.store import IndexMismatch, Store
 
 
+@pytest.fixture(autouse=True)
+def _explicit_data_dir(monkeypatch):
+    """These tests name their data folder in the config: KBTERM_DATA_DIR must not override it."""
+    monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
+
+
 @pytest.fixture
 def notes(tmp_path, corpus):
     folder = tmp_path / "notes"
