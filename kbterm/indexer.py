@@ -342,22 +342,26 @@ class Indexer:
         return True
 
     def _noted_record(self, n: Noted, old: FileRecord | None) -> FileRecord:
-        return FileRecord(
-            file_id=old.file_id if old else new_id(), path=n.path, file_type=n.file_type,
-            status=n.status, reason=n.reason, indexed_at=time.time(),
-        )
+        return self._unindexed(old, FileRecord(
+            file_id="", path=n.path, file_type=n.file_type, status=n.status, reason=n.reason,
+            indexed_at=time.time(),
+        ))
 
     def _plain_record(self, f: Found, old: FileRecord | None, status: str,
                       reason: str) -> FileRecord:
+        return self._unindexed(old, FileRecord(
+            file_id="", path=f.path, file_type=f.file_type, size=f.size, mtime_ns=f.mtime_ns,
+            status=status, reason=reason, indexed_at=time.time(),
+        ))
+
+    def _unindexed(self, old: FileRecord | None, record: FileRecord) -> FileRecord:
+        """A ledger row for a path that now has no chunks (skipped or failed)."""
         if old is not None and old.status == STATUS_INDEXED:
-            # Its chunks must go: the file no longer holds what they say.
+            # Its chunks must go: the path no longer holds what they say.
             self.store.remove([old])
-            old = replace(old, file_id=new_id())
-        return FileRecord(
-            file_id=old.file_id if old else new_id(), path=f.path, file_type=f.file_type,
-            size=f.size, mtime_ns=f.mtime_ns, status=status, reason=reason,
-            indexed_at=time.time(),
-        )
+            old = None
+        record.file_id = old.file_id if old is not None else new_id()
+        return record
 
     # ------------------------------------------------------------------ parse, embed, commit
 

@@ -159,8 +159,7 @@ class Store:
         self.path = self.data_dir / "index"
         self.keyframes = self.data_dir / "keyframes"
         self._db: Any = None
-        self._chunks: Any = None
-        self._files: Any = None
+        self._tables: dict[str, Any] = {}  # name -> open table (only tables that exist)
 
     # ------------------------------------------------------------------ opening
 
@@ -195,37 +194,39 @@ class Store:
         except (ValueError, FileNotFoundError):
             return None
 
+    def _latest(self, name: str) -> Any:
+        """An open table at its latest version (another process may have written), or None."""
+        table = self._tables.get(name)
+        if table is None:
+            table = self._tables[name] = self._table(name)
+        else:
+            table.checkout_latest()
+        return table
+
     @property
     def files_table(self) -> Any:
-        if self._files is None:
-            self._files = self._table(FILES)
-        else:
-            self._files.checkout_latest()
-        return self._files
+        return self._latest(FILES)
 
     @property
     def chunks_table(self) -> Any:
-        if self._chunks is None:
-            self._chunks = self._table(CHUNKS)
-        else:
-            self._chunks.checkout_latest()
-        return self._chunks
+        return self._latest(CHUNKS)
 
     def create_files_table(self) -> None:
         """Create the ledger (empty) if it is missing."""
         if self._table(FILES) is None:
             self._connect().create_table(FILES, schema=files_schema())
-        self._files = None
+        self._tables.pop(FILES, None)
 
     def create_chunks_table(self, dim: int) -> None:
         """Create the chunks table for vectors of ``dim`` values if it is missing."""
         if self._table(CHUNKS) is None:
             self._connect().create_table(CHUNKS, schema=chunks_schema(dim))
-        self._chunks = None
+        self._tables.pop(CHUNKS, None)
 
     def drop(self) -> None:
         """Delete the whole index (``kbterm index --rebuild``)."""
-        self._db = self._files = self._chunks = None
+        self._db = None
+        self._tables.clear()
         for folder in (self.path, self.keyframes):
             if folder.exists():
                 shutil.rmtree(folder)

@@ -69,6 +69,17 @@ def corpus(tmp_path_factory) -> Path:
     return dest
 
 
+def write_config_file(path: Path, model_dir: Path, extra: str = "",
+                      data_dir: Path | None = None, generator: str = "") -> Path:
+    """A config file whose three roles use ``model_dir`` on the CPU (``extra``: more TOML
+    tables; ``generator``: more keys of [models.generator])."""
+    head = f'data_dir = "{data_dir}"\n' if data_dir else ""
+    roles = "".join(f'[models.{role}]\nmodel = "{model_dir}"\n'
+                    for role in ("embedder", "reranker", "generator")) + generator
+    path.write_text(f'{head}[models]\ndevice = "cpu"\n{roles}{extra}\n')
+    return path
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)

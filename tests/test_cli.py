@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import subprocess_env
+from conftest import subprocess_env, write_config_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,22 +22,8 @@ def run(args, env=None, code=None, **kwargs):
 
 
 def write_config(tmp_path, model_dir, extra=""):
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f"""
-[models]
-device = "cpu"
-[models.embedder]
-model = "{model_dir}"
-[models.reranker]
-model = "{model_dir}"
-[models.generator]
-model = "{model_dir}"
-max_new_tokens = 4
-{extra}
-"""
-    )
-    return path
+    return write_config_file(tmp_path / "config.toml", model_dir, extra,
+                             generator="max_new_tokens = 4\n")
 
 
 def test_help_does_not_import_torch_or_textual():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, subprocess_env, write_config_file
 from indexing_helpers import chunks, check_consistent, ledger, make_config, run_index
 from kbterm.store import Store
 
@@ -27,21 +27,8 @@ def _explicit_data_dir(monkeypatch):
 
 
 def write_config(path: Path, model_dir: Path, data_dir: Path, extra: str = "") -> Path:
-    path.write_text(f"""
-data_dir = "{data_dir}"
-[models]
-device = "cpu"
-[models.embedder]
-model = "{model_dir}"
-[models.reranker]
-model = "{model_dir}"
-[models.generator]
-model = "{model_dir}"
-[indexing]
-keep_versions_seconds = 0
-{extra}
-""")
-    return path
+    return write_config_file(path, model_dir, "[indexing]\nkeep_versions_seconds = 0\n" + extra,
+                             data_dir=data_dir)
 
 
 def kbterm(args: list[str], prelude: str = "", env_extra: dict[str, str] | None = None,

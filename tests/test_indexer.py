@@ -251,3 +251,20 @@ def test_large_file_is_staged_and_committed_whole(cfg, notes, index_embedder, mo
     rows = chunks(config, path=str(big))
     assert len(rows) == ledger(config)[str(big)].chunks > 8
     check_consistent(config)
+
+
+def test_a_file_that_turns_empty_or_into_a_symlink_loses_its_chunks(tmp_path, cfg, notes,
+                                                                      index_embedder):
+    run_index(cfg, embedder=index_embedder)
+    plan, log = notes / "plan.txt", notes / "deep" / "deeper" / "log.txt"
+    plan.write_bytes(b"")
+    log.unlink()
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not in the library\n")
+    log.symlink_to(outside)
+    run_index(cfg, embedder=index_embedder)
+    files = ledger(cfg)
+    assert (files[str(plan)].status, files[str(plan)].reason) == ("skipped", "empty file")
+    assert files[str(log)].status == "skipped" and "outside" in files[str(log)].reason
+    assert not chunks(cfg, path=str(plan)) and not chunks(cfg, path=str(log))
+    check_consistent(cfg)
