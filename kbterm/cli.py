@@ -107,6 +107,7 @@ class _Progress:
     def __enter__(self) -> "_Progress":
         if self.enabled:
             from rich.console import Console
+            from rich.table import Column
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -124,7 +125,8 @@ class _Progress:
                 TextColumn("{task.fields[rate]:>9}"),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
-                TextColumn("[dim]{task.fields[current]}", overflow="ellipsis"),
+                TextColumn("[dim]{task.fields[current]}",
+                           table_column=Column(no_wrap=True, overflow="ellipsis")),
                 console=Console(stderr=True),
                 transient=True,
             )

@@ -232,6 +232,8 @@ class Indexer:
         cfg = self.config.indexing
         self.progress("scan", 0, 0, "")
         result = scan(roots, cfg.ignore, str(self.config.data_path))
+        found = len(result.found)
+        self.progress("scan", found, found, "")
         summary.warnings.extend(result.warnings)
         ledger = self.store.ledger()
         in_scope = {p: r for p, r in ledger.items() if within(p, roots)}

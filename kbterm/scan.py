@@ -128,7 +128,7 @@ def scan(roots: Sequence[str], patterns: Sequence[str], data_dir: str) -> ScanRe
         if stat.S_ISDIR(st.st_mode):
             _walk(root, parse_rules(patterns, root), roots, data_dir, result)
         else:
-            _entry(root, root, False, st, roots, result)
+            _entry(root, st, result)
     return result
 
 
@@ -183,13 +183,12 @@ def _walk(root: str, base_rules: list[Rule], roots: Sequence[str], data_dir: str
                         result.noted.append(Noted(path, kind, "failed",
                                                   f"cannot stat: {exc.strerror or exc}"))
                     continue
-                _entry(path, path, False, st, roots, result)
+                _entry(path, st, result)
         for sub in reversed(subfolders):
             stack.append((sub, rules))
 
 
-def _entry(path: str, real: str, is_link: bool, st: os.stat_result, roots: Sequence[str],
-           result: ScanResult) -> None:
+def _entry(path: str, st: os.stat_result, result: ScanResult) -> None:
     if not stat.S_ISREG(st.st_mode):
         return
     kind = file_type(path)

@@ -112,3 +112,17 @@ def test_usage_error_exits_2():
     proc = run(["pull", "everything"])
     assert proc.returncode == 2
     assert "Invalid value" in proc.stderr
+
+
+def test_index_progress_bar_tracks_phases_rate_and_current_file():
+    from kbterm.cli import _Progress
+
+    with _Progress(True) as progress:
+        progress("scan", 0, 0, "")
+        progress("index", 0, 10, "/docs/a.pdf")
+        progress("index", 4, 10, "/docs/sub/line\nbreak.pdf")
+        task = progress._progress.tasks[progress._tasks["index"]]
+        assert (task.completed, task.total) == (4, 10)
+        assert task.fields["current"] == "line break.pdf"
+        assert task.fields["rate"].endswith("files/s")
+        assert task.description == "indexing"
