@@ -122,7 +122,7 @@ class IndexingConfig:
 
     ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))
     video_segment_seconds: float = 30.0
-    keep_versions_seconds: int = 60
+    keep_versions_seconds: int = 10
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
 
 

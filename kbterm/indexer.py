@@ -380,7 +380,8 @@ class Indexer:
             for item in list(inflight):
                 if item.staged and not item.error:
                     self._drain_staged(item)
-                if item.error or item.ready:
+                # A file still being parsed is settled by the parse loop, not here.
+                if item.parsed and (item.error or item.ready):
                     inflight.remove(item)
                     if item.error:
                         self._fail(item, summary)
@@ -407,6 +408,8 @@ class Indexer:
                     if self._reuse_rows(job) <= REUSE_MAX_ROWS else {}
                 try:
                     for section in self._sections(job, item):
+                        if item.error:  # one of its inputs could not be embedded
+                            break
                         for row, model_input in self._rows(job, section):
                             vector = reuse.get(row["chunk_key"])
                             if vector is not None:

@@ -448,23 +448,43 @@ class Store:
         return out
 
     def optimize(self, keep_seconds: int, force: bool = False) -> bool:
-        """Compact small files and delete versions older than ``keep_seconds`` when a table has
-        piled up versions (or always with ``force``).  Returns whether it ran."""
+        """Compact small data files and delete versions older than ``keep_seconds``.
+
+        Runs on a table once :data:`OPTIMIZE_AFTER_VERSIONS` versions were written since its
+        last clean-up, or when versions kept back by ``keep_seconds`` last time have aged past
+        it (so a burst of updates is cleaned up by the next run after it); always with
+        ``force``.  Returns whether it ran on any table.
+        """
         import warnings
 
-        ran = False
-        for name, count in self.versions().items():
-            if not force and count < OPTIMIZE_AFTER_VERSIONS:
-                continue
+        state_path = self.path / "hygiene.json"
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            state = {}
+        on_disk = self.versions()
+        now, ran = time.time(), False
+        for name in (CHUNKS, FILES):
             table = self.chunks_table if name == CHUNKS else self.files_table
             if table is None:
+                continue
+            last = state.get(name, {})
+            written = table.version - int(last.get("version", 0))
+            aged = on_disk[name] > 2 and now - float(last.get("at", 0)) > keep_seconds
+            if not (force or written >= OPTIMIZE_AFTER_VERSIONS
+                    or (aged and on_disk[name] > OPTIMIZE_AFTER_VERSIONS // 2)):
                 continue
             with warnings.catch_warnings():
                 # LanceDB warns that concurrent readers of old versions fail; keep_seconds is
                 # that grace period, chosen by the user.
                 warnings.simplefilter("ignore", UserWarning)
                 table.optimize(cleanup_older_than=timedelta(seconds=keep_seconds))
+            state[name] = {"version": table.version, "at": now}
             ran = True
+        if ran:
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(tmp, state_path)
         return ran
 
     def disk_bytes(self) -> int:

@@ -268,3 +268,26 @@ def test_a_file_that_turns_empty_or_into_a_symlink_loses_its_chunks(tmp_path, cf
     assert files[str(log)].status == "skipped" and "outside" in files[str(log)].reason
     assert not chunks(cfg, path=str(plan)) and not chunks(cfg, path=str(log))
     check_consistent(cfg)
+
+
+def test_an_input_the_model_rejects_fails_its_file_only(cfg, index_embedder):
+    from kbterm.indexer import Summary, _InFlight, _Job
+    from kbterm.models.inputs import Video
+    from kbterm.scan import Found
+    from kbterm.store import FileRecord
+
+    def inflight(name: str) -> _InFlight:
+        found = Found(f"/x/{name}", "text", 1, 1)
+        return _InFlight(_Job(found, FileRecord("id-" + name, found.path, "text"), None, []))
+
+    good, bad = inflight("good.txt"), inflight("bad.mp4")
+    rows = [{"modality": "text"}, {"modality": "video"}, {"modality": "text"}]
+    queue = [(good, rows[0], "a good sentence"), (bad, rows[1], Video([])),
+             (good, rows[2], "another good sentence")]
+    good.waiting, bad.waiting = 2, 1
+    summary = Summary()
+    Indexer(cfg, embedder=index_embedder)._embed(queue, summary)
+    assert good.waiting == 0 and not good.error and summary.embedded == 2
+    assert rows[0]["vector"].shape == (64,) and rows[2]["vector"].shape == (64,)
+    assert "vector" not in rows[1]
+    assert bad.error.startswith("cannot embed video") and "frame" in bad.error
