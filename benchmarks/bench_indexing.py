@@ -157,7 +157,16 @@ def bench_versions(work: Path, model: Path, updates: int) -> dict:
         })
         embedder = get_embedder(config)
         Indexer(config, embedder=embedder).run([folder])
-        store_cls_optimize = Store.optimize
+        store = Store(config.data_path)
+        query = np.random.default_rng(0).standard_normal(embedder.dimension).astype("float32")
+
+        def search_ms() -> float:
+            table = store.chunks_table
+            table.search(query).limit(10).to_list()
+            return 1000 * median_time(lambda: table.search(query).limit(10).to_list(), 50)
+
+        before = search_ms()
+        original = Store.optimize
         if arm == "no_cleanup":
             Store.optimize = lambda self, keep_seconds, force=False: False  # type: ignore
         t = time.perf_counter()
@@ -166,24 +175,19 @@ def bench_versions(work: Path, model: Path, updates: int) -> dict:
                 (folder / f"f{i % 20}.txt").write_text(f"File {i % 20}, edit {i}.\n")
                 summary = Indexer(config, embedder=embedder).run([folder])
                 assert summary.indexed == 1, summary
-        finally:
-            Store.optimize = store_cls_optimize  # type: ignore
-        elapsed = time.perf_counter() - t
-        store = Store(config.data_path)
-        after_burst = store.versions()
-        if arm == "cleanup":
-            # The next run once the burst's versions are past keep_versions_seconds.
+            elapsed = time.perf_counter() - t
+            result = {"updates": updates, "seconds": elapsed, "search_ms_before": before,
+                      "versions_after_burst": store.versions(),
+                      "search_ms_after_burst": search_ms()}
+            # The next run, once the burst's versions are past keep_versions_seconds.
             time.sleep(config.indexing.keep_versions_seconds + 1)
             assert Indexer(config, embedder=embedder).run([folder]).unchanged == 20
-        else:
-            Indexer(config, embedder=embedder).run([folder])
-        table = store.chunks_table
-        query = np.random.default_rng(0).standard_normal(embedder.dimension).astype("float32")
-        table.search(query).limit(10).to_list()
-        latency = median_time(lambda: table.search(query).limit(10).to_list(), 50)
-        results[arm] = {"updates": updates, "seconds": elapsed, "versions_after_burst":
-                        after_burst, "versions": store.versions(),
-                        "search_ms": latency * 1000, "disk_bytes": store.disk_bytes()}
+            result.update(versions_after_next_run=store.versions(),
+                          search_ms_after_next_run=search_ms(),
+                          disk_bytes=store.disk_bytes())
+        finally:
+            Store.optimize = original  # type: ignore
+        results[arm] = result
     return results
 
 
@@ -221,10 +225,12 @@ def main() -> None:
             if "c" in only:
                 report["versions"] = r = bench_versions(work, model, args.updates)
                 for arm, v in r.items():
-                    print(f"(c) {arm}: {v['updates']} updates in {v['seconds']:.1f} s, versions "
+                    print(f"(c) {arm}: {v['updates']} updates in {v['seconds']:.1f} s; versions "
                           f"right after {v['versions_after_burst']}, after the next run "
-                          f"{v['versions']}, search {v['search_ms']:.2f} ms, "
-                          f"{v['disk_bytes'] / 1e6:.1f} MB", flush=True)
+                          f"{v['versions_after_next_run']}; search before "
+                          f"{v['search_ms_before']:.2f} ms, after {v['search_ms_after_burst']:.2f}"
+                          f" ms, after the next run {v['search_ms_after_next_run']:.2f} ms; "
+                          f"{v['disk_bytes'] / 1e6:.2f} MB on disk", flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(report, indent=2))

@@ -248,3 +248,31 @@ def test_kill_9_then_run_again(tmp_path, corpus, index_model_dir, index_embedder
     assert not (data / "index" / "run.json").exists()
     again = run_index(cfg, embedder=index_embedder)
     assert again.unchanged == 41 and again.model_calls == 0
+
+
+def test_ctrl_c_keeps_finished_files_and_exits_130(tmp_path, index_model_dir, index_embedder):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"note-{i:02d}.txt").write_text(f"Note {i}: " + "gull and buoy " * 60 + "\n")
+    data = tmp_path / "data"
+    config = write_config(tmp_path / "c.toml", index_model_dir, data,
+                          "[indexing.chunking.text]\nsize = 32\noverlap = 4\n")
+    prelude = "import kbterm.indexer as m\nm.COMMIT_FILES = 4\nm.COMMIT_SECONDS = 0.0\n"
+    proc = kbterm(["--config", str(config), "index", "--no-progress", str(folder)], prelude)
+    store = Store(data)
+    try:
+        wait_for(lambda: sum(r.status == "indexed" for r in store.ledger().values()) >= 4, proc)
+        proc.send_signal(signal.SIGINT)
+    finally:
+        _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (data / "index" / "run.json").exists()  # a clean stop
+    cfg = make_config(index_model_dir, data, [folder],
+                      chunking={"text": {"size": 32, "overlap": 4}})
+    check_consistent(cfg)
+    kept = sum(r.status == "indexed" for r in ledger(cfg).values())
+    assert 4 <= kept < 60
+    summary = run_index(cfg, embedder=index_embedder)
+    assert summary.unchanged == kept and summary.indexed == 60 - kept
