@@ -50,7 +50,7 @@ STATUS_FAILED = "failed"
 STATUS_SKIPPED = "skipped"
 
 
-class IndexError_(KbtermError):
+class IndexUnusable(KbtermError):
     """The index folder cannot be used (not writable, damaged)."""
 
 
@@ -175,7 +175,7 @@ class Store:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise IndexError_(
+            raise IndexUnusable(
                 f"cannot write the index in {self.data_dir}: {exc.strerror or exc}; "
                 "set data_dir in the config or KBTERM_DATA_DIR to a writable folder"
             ) from None
@@ -243,7 +243,7 @@ class Store:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise IndexError_(f"{self.meta_path} is damaged ({exc}); run: kbterm index --rebuild")
+            raise IndexUnusable(f"{self.meta_path} is damaged ({exc}); run: kbterm index --rebuild")
         known = {f.name for f in fields(IndexMeta)}
         return IndexMeta(**{k: v for k, v in raw.items() if k in known})
 
@@ -324,12 +324,6 @@ class Store:
                     out[key] = vec
         return out
 
-    def file_rows(self, file_id: str) -> "pa.Table | None":
-        table = self.chunks_table
-        if table is None:
-            return None
-        return table.search().where(f"file_id = {sql_str(file_id)}").limit(None).to_arrow()
-
     # ------------------------------------------------------------------ writing
 
     def replace(self, records: Sequence[FileRecord], rows: Sequence[dict[str, Any]]) -> None:
@@ -363,7 +357,8 @@ class Store:
             return
         table = self.files_table
         data = pa.Table.from_pylist([asdict(r) for r in records], schema=files_schema())
-        builder = table.merge_insert("file_id").when_matched_update_all().when_not_matched_insert_all()
+        builder = (table.merge_insert("file_id")
+                   .when_matched_update_all().when_not_matched_insert_all())
         if remove_ids:
             builder = builder.when_not_matched_by_source_delete(sql_in("file_id", remove_ids))
         builder.execute(data)
