@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from kbterm.errors import KbtermError
-from kbterm.ingest import ParseContext, ParseError, Section, describe, parse
+from kbterm.ingest import FILE_TYPES, ParseContext, ParseError, Section, describe, parse
 from kbterm.lock import WriterLock
 from kbterm.scan import Found, Noted, scan, within
 from kbterm.store import (
@@ -261,10 +261,11 @@ class Indexer:
                 indexed_hashes.setdefault(r.content_hash, []).append(r.file_id)
 
         # Which files changed: size and mtime first, then the content hash.
+        settings = {kind: self.settings(kind) for kind in set(FILE_TYPES.values())}
         candidates = []
         for f in result.found:
             old = ledger.get(f.path)
-            if old and self._unchanged(f, old, retry_failed):
+            if old and self._unchanged(f, old, settings[f.file_type], retry_failed):
                 summary.unchanged += 1
             else:
                 candidates.append((f, old))
@@ -286,12 +287,13 @@ class Indexer:
                 summary.failures.append((f.path, reason))
                 continue
             if old and old.status == STATUS_INDEXED and old.content_hash == digest \
-                    and old.file_type == f.file_type:
+                    and old.file_type == f.file_type and old.settings == settings[f.file_type]:
                 touched.append(replace(old, size=f.size, mtime_ns=f.mtime_ns))
                 summary.unchanged += 1
                 continue
             gone = by_hash.get(digest)
-            if old is None and gone and gone[0].file_type == f.file_type:
+            if old is None and gone and gone[0].file_type == f.file_type \
+                    and gone[0].settings == settings[f.file_type]:
                 source = gone.pop(0)
                 del missing[source.path]
                 moves.append((replace(source, size=f.size, mtime_ns=f.mtime_ns), f.path))
@@ -300,7 +302,7 @@ class Indexer:
             record = FileRecord(
                 file_id=old.file_id if old else new_id(), path=f.path, file_type=f.file_type,
                 size=f.size, mtime_ns=f.mtime_ns, content_hash=digest,
-                generation=new_id()[:8],
+                generation=new_id()[:8], settings=settings[f.file_type],
             )
             reuse = ([old.file_id] if old and old.status == STATUS_INDEXED else []) + \
                 indexed_hashes.get(digest, [])[:1]
@@ -334,8 +336,26 @@ class Indexer:
             meta.last_run_at = time.time()
             self.store.write_meta(meta)
 
-    def _unchanged(self, f: Found, old: FileRecord, retry_failed: bool) -> bool:
+    def settings(self, file_type: str) -> str:
+        """The settings that shape a file's chunks: a file indexed with other settings (another
+        chunk size, segment length or pixel limit) is indexed again."""
+        limits = self.embedder.limits
+        cfg = self.config.indexing
+        if file_type == "image":
+            return f"pixels={limits.image_min_pixels}-{limits.image_max_pixels}"
+        if file_type == "video":
+            return (f"segment={cfg.video_segment_seconds:g};fps={limits.fps:g};"
+                    f"frames={limits.max_frames};pixels={limits.frame_max_pixels}")
+        chunk = self._chunk_config(file_type)
+        text = f"chunk={chunk.size}/{chunk.overlap}"
+        if file_type == "pdf":
+            text += f";pixels={limits.image_min_pixels}-{limits.image_max_pixels}"
+        return text
+
+    def _unchanged(self, f: Found, old: FileRecord, settings: str, retry_failed: bool) -> bool:
         if old.size != f.size or old.mtime_ns != f.mtime_ns or old.file_type != f.file_type:
+            return False
+        if old.status == STATUS_INDEXED and old.settings != settings:
             return False
         if old.staging:
             return False

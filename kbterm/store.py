@@ -88,6 +88,7 @@ class FileRecord:
     indexed_at: float = 0.0
     generation: str = ""
     staging: str = ""  # a generation whose rows are still being written (hidden from readers)
+    settings: str = ""  # the chunking/vision settings its chunks were made with
 
 
 def files_schema() -> "pa.Schema":
@@ -106,6 +107,7 @@ def files_schema() -> "pa.Schema":
         pa.field("indexed_at", pa.float64()),
         pa.field("generation", pa.string()),
         pa.field("staging", pa.string()),
+        pa.field("settings", pa.string()),
     ])
 
 

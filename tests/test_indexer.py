@@ -291,3 +291,20 @@ def test_an_input_the_model_rejects_fails_its_file_only(cfg, index_embedder):
     assert rows[0]["vector"].shape == (64,) and rows[2]["vector"].shape == (64,)
     assert "vector" not in rows[1]
     assert bad.error.startswith("cannot embed video") and "frame" in bad.error
+
+
+def test_changed_chunk_settings_reindex_the_files_they_shape(tmp_path, cfg, notes, corpus,
+                                                            index_model_dir, index_embedder):
+    shutil.copy(corpus / "images" / "photo_2.jpg", notes)
+    run_index(cfg, embedder=index_embedder)
+    before = len(chunks(cfg, path=str(notes / "readme.md")))
+    smaller = make_config(index_model_dir, cfg.data_path, [notes],
+                          chunking={"markdown": {"size": 128, "overlap": 16}})
+    summary = run_index(smaller, embedder=index_embedder)
+    assert summary.indexed == 1 and summary.unchanged == 4  # only the Markdown file
+    after = chunks(smaller, path=str(notes / "readme.md"))
+    assert len(after) > before
+    assert ledger(smaller)[str(notes / "readme.md")].settings == "chunk=128/16"
+    again = run_index(smaller, embedder=index_embedder)
+    assert again.indexed == 0 and again.model_calls == 0
+    check_consistent(smaller)
