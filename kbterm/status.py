@@ -42,9 +42,10 @@ def collect(config: Any) -> IndexStatus:
     meta = store.read_meta()
     if meta is not None:
         status.embedding_model, status.dimension = meta.embedding_model, meta.dimension
+        wanted = config.models.embedder.dimension
         status.model_matches = (
             meta.embedding_model == config.models.embedder.model
-            and meta.dimension_setting == config.models.embedder.dimension
+            and wanted in (meta.dimension_setting, meta.dimension)
         )
         status.last_indexed_at = meta.last_run_at
     ledger = store.ledger()

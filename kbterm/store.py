@@ -259,9 +259,12 @@ class Store:
         meta = self.read_meta()
         if meta is None:
             return None
-        if meta.embedding_model != model or meta.dimension_setting != dimension_setting:
+        same_dimension = (dimension_setting == meta.dimension_setting
+                          or dimension_setting == meta.dimension)
+        if meta.embedding_model != model or not same_dimension:
             had = f"{meta.embedding_model} (dimension {meta.dimension})"
-            want = model + (f" (dimension {dimension_setting})" if dimension_setting else "")
+            want = model + (f" (dimension {dimension_setting})" if dimension_setting
+                            else " (its full dimension)")
             raise IndexMismatch(
                 f"the index was built with {had} but the config names {want}; "
                 "re-embed everything with: kbterm index --rebuild"

@@ -308,3 +308,28 @@ def test_changed_chunk_settings_reindex_the_files_they_shape(tmp_path, cfg, note
     again = run_index(smaller, embedder=index_embedder)
     assert again.indexed == 0 and again.model_calls == 0
     check_consistent(smaller)
+
+
+def test_dimension_change_is_detected_and_rebuild_uses_the_new_size(tmp_path, notes):
+    from kbterm.models.random_checkpoint import build_random_checkpoint
+
+    model_dir = build_random_checkpoint(tmp_path / "wide-model", text_hidden=128)
+    full = make_config(model_dir, tmp_path / "data", [notes])
+    run_index(full)
+    assert {r["dim"] for r in chunks(full)} == {128}
+    same = make_config(model_dir, tmp_path / "data", [notes])
+    same.models.embedder.dimension = 128  # the size it has: nothing to do
+    assert run_index(same).unchanged == 4
+    short = make_config(model_dir, tmp_path / "data", [notes])
+    short.models.embedder.dimension = 64
+    with pytest.raises(IndexMismatch, match=r"dimension 128\).*dimension 64"):
+        run_index(short)
+    from kbterm.status import collect
+
+    assert not collect(short).model_matches
+    summary = run_index(short, rebuild=True)
+    assert summary.indexed == 4
+    rows = chunks(short)
+    assert {r["dim"] for r in rows} == {64}
+    assert Store(short.data_path).read_meta().dimension == 64
+    check_consistent(short)
