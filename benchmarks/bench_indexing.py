@@ -51,7 +51,7 @@ def bench_pdf(repeats: int) -> dict:
     import pymupdf
 
     from kbterm.ingest import ParseContext
-    from kbterm.ingest.pdf import page_zoom, parse_pdf
+    from kbterm.ingest.pdf import page_size, parse_pdf
 
     pdf = CORPUS / "pdf" / "mupdf_explored.pdf"
     ctx = ParseContext()
@@ -69,8 +69,10 @@ def bench_pdf(repeats: int) -> dict:
         with pymupdf.open(pdf) as doc:
             for page in doc:
                 page.get_text()
-                zoom = page_zoom(page.rect.width, page.rect.height, max_pixels)
-                pix = page.get_pixmap(matrix=pymupdf.Matrix(zoom, zoom), alpha=False)
+                # the same pixel size as kbterm's page images
+                w, h = page_size(page.rect.width, page.rect.height, max_pixels)
+                matrix = pymupdf.Matrix(w / page.rect.width, h / page.rect.height)
+                pix = page.get_pixmap(matrix=matrix, alpha=False)
                 assert pix.samples_mv
                 if to_pil:  # what a model needs: a PIL image
                     Image.frombytes("RGB", (pix.width, pix.height), pix.samples_mv)

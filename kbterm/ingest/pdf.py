@@ -1,12 +1,13 @@
 """PDF files: every page's text layer, then the page rendered as an image for the model.
 
-Pages are read one at a time (the generator holds one rendered page at most).  A page is
-rendered at the zoom that makes it as large as the contract's ``image_max_pixels`` allows
-(never above :data:`MAX_ZOOM`), so a page image reaches the model without being resized twice.
+Pages are read one at a time (the generator holds one rendered page at most).  A page is drawn
+at the size the model's preprocessing would give it (``smart_resize`` of the page made as large
+as the contract's ``image_max_pixels`` allows, never zoomed above :data:`MAX_ZOOM`): the model
+sees text drawn sharp at its final size, never a rendering resampled a second time.
 
 Rendering draws the page straight into a pixmap (``fz_new_pixmap_from_page``) rather than
 through PyMuPDF's ``Page.get_pixmap``, which records a display list first.  The pixels are the
-same (checked on the shared corpus); skipping the display list is faster on ordinary pages and
+same (within one level; checked on the shared corpus); skipping the display list is faster on ordinary pages and
 avoids a display-list case that runs for minutes with the GIL held (``test_2548.pdf`` in the
 shared corpus: page 1 takes 9 ms drawn directly, more than two minutes through a display list).
 """
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from kbterm.ingest.base import ParseContext, ParseError, Section, describe
-from kbterm.ingest.image import pixel_fingerprint
+from kbterm.ingest.image import PATCH_FACTOR, pixel_fingerprint, smart_resize
+from kbterm.models.encoding import IMAGE_MIN_PIXELS
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 # add visual tokens without adding detail.
 MAX_ZOOM = 3.0
 
-__all__ = ["MAX_ZOOM", "page_zoom", "parse_pdf", "render_page"]
+__all__ = ["MAX_ZOOM", "page_size", "page_zoom", "parse_pdf", "render_page"]
 
 
 def page_zoom(rect_width: float, rect_height: float, max_pixels: int) -> float:
@@ -53,8 +55,23 @@ def page_zoom(rect_width: float, rect_height: float, max_pixels: int) -> float:
     return zoom
 
 
-def _draw(page: Any, max_pixels: int) -> Any:
-    """The page drawn into a new RGBA pixmap on opaque white, within ``max_pixels``.
+def page_size(width_pt: float, height_pt: float, max_pixels: int,
+              min_pixels: int = IMAGE_MIN_PIXELS) -> tuple[int, int]:
+    """(width, height) in pixels of a page image: the size the model's preprocessing
+    (``smart_resize``: sides multiples of 32, area within the limits) gives the page rendered as
+    large as ``max_pixels`` allows.  Drawing the page at exactly that size lets the model see
+    sharp text rather than a page rendered once and resampled again."""
+    zoom = page_zoom(width_pt, height_pt, max_pixels)
+    width, height = width_pt * zoom, height_pt * zoom
+    try:
+        h, w = smart_resize(height, width, PATCH_FACTOR, min_pixels, max_pixels)
+    except ValueError:  # a strip too narrow for the model's aspect-ratio limit
+        return max(1, math.floor(width)), max(1, math.floor(height))
+    return w, h
+
+
+def _draw(page: Any, max_pixels: int, min_pixels: int = IMAGE_MIN_PIXELS) -> Any:
+    """The page drawn into a new RGBA pixmap on opaque white, at :func:`page_size`.
 
     The alpha byte is 255 (MuPDF's blending leaves 254 on a rare anti-aliased edge pixel, whose
     colour then differs by one level from an RGB rendering: measured on the shared corpus,
@@ -66,14 +83,12 @@ def _draw(page: Any, max_pixels: int) -> Any:
     from pymupdf import mupdf
 
     bound = mupdf.fz_bound_page(page.this)  # what page.rect reports, without the wrapper
-    zoom = page_zoom(bound.x1 - bound.x0, bound.y1 - bound.y0, max_pixels)
-    # The page box need not start at (0, 0); check the size MuPDF will really allocate.
-    for _ in range(8):
-        ctm = mupdf.FzMatrix(zoom, 0, 0, zoom, 0, 0)
-        box = mupdf.fz_round_rect(mupdf.fz_transform_rect(bound, ctm))
-        if (box.x1 - box.x0) * (box.y1 - box.y0) <= max_pixels:
-            break
-        zoom *= 0.99
+    width_pt, height_pt = bound.x1 - bound.x0, bound.y1 - bound.y0
+    w, h = page_size(width_pt, height_pt, max_pixels, min_pixels)
+    sx, sy = w / width_pt, h / height_pt
+    # Scale the page box onto exactly w x h pixels, its top-left corner at (0, 0).
+    ctm = mupdf.FzMatrix(sx, 0, 0, sy, -bound.x0 * sx, -bound.y0 * sy)
+    box = mupdf.FzIrect(0, 0, w, h)
     pix = mupdf.fz_new_pixmap_with_bbox(mupdf.fz_device_rgb(), box, mupdf.FzSeparations(), 1)
     mupdf.fz_clear_pixmap_with_value(pix, 0xFF)
     # What fz_new_pixmap_from_page() does, without its display list.
@@ -103,9 +118,10 @@ def _pixmap_image(pix: Any) -> tuple["PILImage", str]:
     return image, fingerprint
 
 
-def render_page(page: Any, max_pixels: int) -> "PILImage":
-    """``page`` (a PyMuPDF page) as a PIL RGB image of at most ``max_pixels`` pixels."""
-    return _pixmap_image(_draw(page, max_pixels))[0].convert("RGB")
+def render_page(page: Any, max_pixels: int,
+                min_pixels: int = IMAGE_MIN_PIXELS) -> "PILImage":
+    """``page`` (a PyMuPDF page) as a PIL RGB image at :func:`page_size`."""
+    return _pixmap_image(_draw(page, max_pixels, min_pixels))[0].convert("RGB")
 
 
 def _open(path: Path) -> Any:
@@ -161,7 +177,8 @@ def parse_pdf(path: Path, ctx: ParseContext) -> Iterator[Section]:
             if text and not text.isspace():
                 yield Section(kind="text", text=text, page=n)
             try:
-                image, fingerprint = _pixmap_image(_draw(page, max_pixels))
+                image, fingerprint = _pixmap_image(
+                    _draw(page, max_pixels, ctx.limits.image_min_pixels))
             except Exception as exc:  # noqa: BLE001
                 ctx.warn(f"page {n}: cannot render: {describe(exc)}")
             else:
