@@ -333,3 +333,26 @@ def test_dimension_change_is_detected_and_rebuild_uses_the_new_size(tmp_path, no
     assert {r["dim"] for r in rows} == {64}
     assert Store(short.data_path).read_meta().dimension == 64
     check_consistent(short)
+
+
+def test_status_counts_files_and_chunks_per_type_and_status(tmp_path, cfg, notes,
+                                                            index_embedder):
+    from kbterm.status import collect, render
+
+    empty = collect(cfg)
+    assert not empty.exists and "kbterm index" in render(empty)
+    (notes / "broken.json").write_bytes(b"\x00\x01binary\x00" * 50)
+    run_index(cfg, embedder=index_embedder)
+    report = collect(cfg)
+    assert report.exists and report.files == 5
+    assert report.files_by_type["text"] == {"indexed": 3}  # .txt and .srt
+    assert report.files_by_type["json"] == {"failed": 1}
+    assert report.files_by_type["markdown"] == {"indexed": 1}
+    assert report.chunks == len(chunks(cfg)) == sum(report.chunks_by_type.values())
+    assert report.chunks_by_modality == {"text": report.chunks}
+    assert report.failures[0]["path"].endswith("broken.json")
+    assert "binary" in report.failures[0]["reason"]
+    assert report.embedding_model == str(cfg.models.embedder.model) and report.dimension == 64
+    assert report.disk_bytes > 0 and report.last_indexed_at > 0 and report.model_matches
+    text = render(report)
+    assert "failed (1)" in text and "broken.json" in text and "dimension 64" in text
