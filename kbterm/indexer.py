@@ -506,7 +506,7 @@ class Indexer:
             "file_type": rec.file_type, "title": section.title, "page": section.page,
             "line_start": None, "line_end": None, "start_s": section.start_s,
             "end_s": section.end_s, "preview": "", "model": self.model_id,
-            "dim": self._dim,
+            "dim": self.embedder.dimension,
         }
         if section.kind == "text":
             chunk_cfg = self._chunk_config(rec.file_type)
@@ -575,10 +575,6 @@ class Indexer:
 
     # ------------------------------------------------------------------ writing
 
-    @property
-    def _dim(self) -> int:
-        return self.embedder.dimension
-
     def _ensure_chunks_table(self) -> None:
         """Create the chunks table (and meta.json) the first time something is embedded."""
         if self.store.chunks_table is not None:
@@ -623,11 +619,15 @@ class Indexer:
                 summary.indexed += 1
             summary.warnings.extend(f"{rec.path}: {w}" for w in i.warnings)
 
-    def _with_ids(self, item: _InFlight) -> list[dict[str, Any]]:
+    def _with_ids(self, item: _InFlight, rows: list[dict[str, Any]] | None = None
+                  ) -> list[dict[str, Any]]:
+        """``rows`` (default: all the item holds, which follow those already written) with
+        their ids: file, generation, position in the file."""
         rec = item.job.record
-        for n, row in enumerate(item.rows, start=item.written):
+        rows = item.rows if rows is None else rows
+        for n, row in enumerate(rows, start=item.written):
             row["id"] = f"{rec.file_id}:{rec.generation}:{n}"
-        return item.rows
+        return rows
 
     def _stage(self, item: _InFlight) -> None:
         """A very large file: hide its new generation, then write it in several commits."""
@@ -652,10 +652,7 @@ class Indexer:
             return
         head = item.rows[:done]
         if head:
-            rec = item.job.record
-            for n, row in enumerate(head, start=item.written):
-                row["id"] = f"{rec.file_id}:{rec.generation}:{n}"
-            self.store.append_chunks(head)
+            self.store.append_chunks(self._with_ids(item, head))
             item.written += done
             item.rows = item.rows[done:]
 
