@@ -163,8 +163,13 @@ class _Progress:
 @click.pass_obj
 def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: bool,
           as_json: bool, no_progress: bool) -> None:
-    """Index PATHS (default: the folders in the config): only what changed is embedded."""
+    """Index PATHS (default: the folders in the config): only what changed is embedded.
+
+    While `kbterm watch` runs it is the one writer: PATHS are handed over to it and this
+    command waits for its result (Ctrl-C stops waiting, not the work).
+    """
     from kbterm.indexer import Indexer
+    from kbterm.lock import LockHeld
 
     show = not no_progress and not as_json and sys.stderr.isatty()
     summary = None
@@ -173,6 +178,16 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
         try:
             summary = indexer.run(list(paths) or None, rebuild=rebuild,
                                   retry_failed=retry_failed)
+        except LockHeld:
+            if rebuild or not _watcher_running(state.config):
+                raise
+            data = _hand_over(state.config, indexer.roots(list(paths) or None), retry_failed,
+                              progress if show else None)
+            if data is None:
+                return
+            from kbterm.indexer import Summary
+
+            summary = Summary(**data)
         except KeyboardInterrupt:
             click.echo("interrupted: finished files are saved; run again to continue", err=True)
             raise SystemExit(130)
@@ -191,6 +206,51 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
         click.echo(f"{problems} warning(s): see `kbterm status`", err=True)
 
 
+def _watcher_running(config: Any) -> bool:
+    from kbterm.watchstate import read_state
+
+    info = read_state(config.data_path)
+    return info is not None and info.running
+
+
+def _hand_over(config: Any, roots: list[str], retry_failed: bool,
+               progress: Any) -> dict[str, Any] | None:
+    """Give ``roots`` to the running watcher and wait for its summary (None: gave up)."""
+    import time
+
+    from kbterm.watchstate import hand_over, read_state, request_result
+
+    data_dir = config.data_path
+    info = read_state(data_dir)
+    request = hand_over(data_dir, roots, retry_failed)
+    click.echo(f"kbterm watch (pid {info.pid if info else '?'}) is running: "
+               "it indexes these paths; waiting for it (Ctrl-C stops waiting)", err=True)
+    try:
+        while True:
+            result = request_result(data_dir, request.id)
+            if result is not None:
+                (data_dir / "watch-requests" / f"{request.id}.done").unlink(missing_ok=True)
+                break
+            info = read_state(data_dir)
+            if info is None or not info.running:
+                raise KbtermError("the watcher stopped before indexing the paths; "
+                                  "run kbterm index again")
+            if progress is not None and info.current:
+                progress("index", info.files_done, 0, info.current)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        click.echo("stopped waiting; the watcher goes on indexing (see kbterm status)", err=True)
+        return None
+    if "error" in result:
+        raise KbtermError(f"the watcher could not index the paths: {result['error']}")
+    fields = {"indexed", "unchanged", "renamed", "failed", "skipped", "removed",
+              "chunks_written", "embedded", "reused", "model_calls", "recovered", "seconds",
+              "interrupted", "warnings", "failures"}
+    data = {k: v for k, v in result.items() if k in fields}
+    data["failures"] = [tuple(f) for f in data.get("failures", [])]
+    return data
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.option("--all", "show_all", is_flag=True, help="List every failure.")
@@ -204,6 +264,178 @@ def status(state: State, as_json: bool, show_all: bool) -> None:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         click.echo(render(report, max_failures=10**9 if show_all else 20))
+
+
+@cli.command()
+@click.argument("folders", nargs=-1,
+                type=click.Path(exists=True, file_okay=False, dir_okay=True))
+@click.option("--detach", is_flag=True,
+              help="Run in the background (pid and log file in the data folder).")
+@click.option("--stop", "stop_", is_flag=True, help="Stop the running watcher cleanly.")
+@click.option("--log-file", type=click.Path(dir_okay=False),
+              help="Log to this file instead of stderr (default with --detach: "
+                   "watch.log in the data folder).")
+@click.pass_obj
+def watch(state: State, folders: tuple[str, ...], detach: bool, stop_: bool,
+          log_file: str | None) -> None:
+    """Keep the index in step with FOLDERS (default: the folders in the config).
+
+    Runs in the foreground with a live status line (for tmux, systemd, launchd) until Ctrl-C
+    or SIGTERM; every created, changed, renamed or deleted file is indexed a moment later.
+    """
+    if stop_:
+        if detach or folders:
+            raise click.UsageError("--stop takes no folders and no --detach")
+        _stop_watcher(state.config)
+        return
+    if not folders and not state.config.library.folders:
+        raise click.UsageError(
+            "no folders to watch: name them (kbterm watch ~/Documents) "
+            "or list them under [library] in the config")
+    if detach:
+        _detach(state, folders, log_file)
+        return
+    _watch_foreground(state.config, folders, log_file)
+
+
+def _watch_foreground(config: Any, folders: tuple[str, ...], log_file: str | None) -> None:
+    import os
+    import signal
+
+    from kbterm.watch import Watcher
+
+    interactive = log_file is None and sys.stderr.isatty()
+    logger = logging.getLogger("kbterm")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    live = None
+    if log_file:
+        from logging.handlers import RotatingFileHandler
+
+        handler: logging.Handler = RotatingFileHandler(log_file, maxBytes=10 << 20,
+                                                       backupCount=2, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    elif interactive:
+        from rich.console import Console
+        from rich.live import Live
+        from rich.logging import RichHandler
+
+        console = Console(stderr=True)
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        live = Live(console=console, auto_refresh=False, transient=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
+
+    def show(info: Any) -> None:
+        if live is not None:
+            from rich.text import Text
+
+            line = Text(f"kbterm watch: {info.summary()}", style="bold")
+            if info.state == "indexing" and info.current:
+                line.append(f"  {info.current}", style="dim")
+            live.update(line, refresh=True)
+
+    watcher = Watcher(config, list(folders) or None, on_state=show,
+                      log_file=os.path.abspath(log_file) if log_file else None)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        watcher.stop()
+        if watcher.busy:
+            raise KeyboardInterrupt  # the indexer keeps finished files, drops the rest
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("watching %s (data in %s)", ", ".join(watcher.roots), config.data_path)
+    try:
+        if live is not None:
+            with live:
+                watcher.run()
+        else:
+            watcher.run()
+    finally:
+        logger.info("stopped")
+        logger.removeHandler(handler)
+
+
+def _detach(state: State, folders: tuple[str, ...], log_file: str | None) -> None:
+    """Start ``kbterm watch`` as a background process and wait until it is running."""
+    import os
+    import subprocess
+    import time
+
+    from kbterm.lock import WriterLock
+    from kbterm.watchstate import read_state
+
+    config = state.config
+    data_dir = config.data_path
+    running = read_state(data_dir)
+    if running is not None and running.running:
+        raise KbtermError(f"kbterm watch is already running for {data_dir} (pid {running.pid}); "
+                          "stop it with: kbterm watch --stop")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = os.path.abspath(os.path.expanduser(log_file)) if log_file \
+        else str(config.watch_log_path)
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    argv = [sys.executable, "-m", "kbterm"]
+    if state.config_path:
+        argv += ["--config", os.path.abspath(state.config_path)]
+    argv += ["watch", *[os.path.abspath(f) for f in folders], "--log-file", log_path]
+    with open(log_path, "ab") as out:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                 start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        code = child.poll()
+        if code is not None:
+            holder = WriterLock(data_dir, "").holder()
+            tail = _tail(log_path, 5)
+            if holder.get("pid"):
+                raise KbtermError(f"another kbterm is writing to {data_dir}: pid "
+                                  f"{holder['pid']} ({holder.get('command', 'kbterm')})")
+            raise KbtermError(f"kbterm watch exited at once (code {code}); log {log_path}:\n"
+                              + tail)
+        info = read_state(data_dir)
+        if info is not None and info.pid == child.pid and info.running:
+            click.echo(f"kbterm watch running in the background (pid {child.pid})")
+            click.echo(f"  log:  {log_path}")
+            click.echo("  stop: kbterm watch --stop")
+            return
+        time.sleep(0.1)
+    raise KbtermError(f"kbterm watch (pid {child.pid}) did not report within 60 s; "
+                      f"see {log_path}")
+
+
+def _tail(path: str, n: int) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _stop_watcher(config: Any) -> None:
+    import os
+    import signal
+    import time
+
+    from kbterm.watchstate import pid_alive, read_state
+
+    info = read_state(config.data_path)
+    if info is None or not info.running:
+        raise KbtermError(f"no kbterm watch is running for {config.data_path}")
+    pid = info.pid
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            click.echo(f"kbterm watch (pid {pid}) stopped")
+            return
+        time.sleep(0.1)
+    raise KbtermError(f"kbterm watch (pid {pid}) is still finishing after 60 s; "
+                      f"`kill -9 {pid}` is safe (the index recovers on the next start)")
 
 
 def main(argv: list[str] | None = None) -> None:

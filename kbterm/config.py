@@ -127,6 +127,17 @@ class IndexingConfig:
 
 
 @dataclass
+class WatchConfig:
+    """``kbterm watch``: how events become index updates."""
+
+    debounce_seconds: float = 0.5
+    batch_seconds: float = 5.0
+    sweep_minutes: float = 10.0
+    unload_models_after_seconds: float = 300.0
+    log_file: str = ""
+
+
+@dataclass
 class SearchConfig:
     """How many candidates retrieval keeps and the reranker sees."""
 
@@ -142,6 +153,7 @@ class Config:
     library: LibraryConfig = field(default_factory=LibraryConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     indexing: IndexingConfig = field(default_factory=IndexingConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
@@ -149,6 +161,13 @@ class Config:
     def data_path(self) -> Path:
         """The folder holding the index (``KBTERM_DATA_DIR`` overrides ``data_dir``)."""
         return resolve_data_dir(self.data_dir)
+
+    @property
+    def watch_log_path(self) -> Path:
+        """The log file of a detached ``kbterm watch``."""
+        if self.watch.log_file:
+            return Path(self.watch.log_file).expanduser()
+        return self.data_path / "watch.log"
 
     def folder_paths(self) -> list[Path]:
         """The watched folders, with ``~`` expanded."""
@@ -302,6 +321,16 @@ def _check_values(config: Config, where: str) -> None:
         raise bad("indexing.video_segment_seconds", f"must be between 1 and 600, not {seg:g}")
     if config.indexing.keep_versions_seconds < 0:
         raise bad("indexing.keep_versions_seconds", "must not be negative")
+    w = config.watch
+    if not 0 <= w.debounce_seconds <= 60:
+        raise bad("watch.debounce_seconds", f"must be between 0 and 60, not {w.debounce_seconds:g}")
+    if w.batch_seconds < w.debounce_seconds:
+        raise bad("watch.batch_seconds", "must not be less than watch.debounce_seconds")
+    if w.sweep_minutes < 0:
+        raise bad("watch.sweep_minutes", "must not be negative (0 turns the sweep off)")
+    if w.unload_models_after_seconds < 0:
+        raise bad("watch.unload_models_after_seconds",
+                  "must not be negative (0 keeps models loaded)")
     if m.generator.temperature < 0:
         raise bad("models.generator.temperature", "must not be negative")
     if config.search.rerank > config.search.candidates:

@@ -132,6 +132,93 @@ def scan(roots: Sequence[str], patterns: Sequence[str], data_dir: str) -> ScanRe
     return result
 
 
+def scan_paths(roots: Sequence[str], paths: Sequence[str], patterns: Sequence[str],
+               data_dir: str) -> ScanResult:
+    """Scan only ``paths`` (files or folders under ``roots``) as a full scan would see them.
+
+    The rules of every folder above a path apply (hidden folders, ``indexing.ignore`` anchored
+    at its root, the ``.kbignore`` files on the way down), so a watcher that hands over the
+    paths of its events indexes exactly what :func:`scan` of the roots would.  A path that is
+    gone, or is now ignored, is simply not found (its ledger rows count as deleted).
+    """
+    result = ScanResult()
+    data_dir = os.path.realpath(data_dir)
+    for path in _outermost(paths):
+        root = max((r for r in roots if within(path, [r])), key=len, default=None)
+        if root is None:
+            continue
+        if path == root:
+            sub = scan([root], patterns, data_dir)
+            result.found += sub.found
+            result.noted += sub.noted
+            result.unreadable += sub.unreadable
+            result.warnings += [w for w in sub.warnings if os.path.exists(root)]
+            continue
+        rules = _rules_above(root, path, patterns, data_dir, result)
+        if rules is None:
+            continue
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            kind = file_type(path)
+            if kind:
+                result.noted.append(Noted(path, kind, "failed",
+                                          f"cannot stat: {exc.strerror or exc}"))
+            else:
+                result.unreadable.append(path)
+            continue
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if ignored(rules, path, is_dir):
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            _symlink(path, roots, result)
+        elif is_dir:
+            if os.path.basename(path) not in ALWAYS_SKIPPED_DIRS:
+                _walk(path, rules, roots, data_dir, result)
+        else:
+            _entry(path, st, result)
+    return result
+
+
+def _outermost(paths: Sequence[str]) -> list[str]:
+    """``paths`` without those inside another of them (a folder's walk covers its files)."""
+    out: list[str] = []
+    for path in sorted(set(paths)):
+        if out and within(path, [out[-1]]):
+            continue
+        out.append(path)
+    return out
+
+
+def _rules_above(root: str, path: str, patterns: Sequence[str], data_dir: str,
+                 result: ScanResult) -> list[Rule] | None:
+    """The ignore rules in force for ``path`` (below ``root``), or None when a folder above it,
+    or the path itself, is left out (hidden, always skipped, ignored, the data folder)."""
+    rules = parse_rules(patterns, root)
+    parts = os.path.relpath(path, root).split(os.sep)
+    folder = root
+    for i, name in enumerate(parts):
+        kbignore = os.path.join(folder, KBIGNORE)
+        if os.path.isfile(kbignore):
+            try:
+                with open(kbignore, encoding="utf-8", errors="replace") as fh:
+                    rules = rules + parse_rules(fh.read().splitlines(), folder)
+            except OSError as exc:
+                result.warnings.append(f"{kbignore}: {exc.strerror or exc}")
+        child = os.path.join(folder, name)
+        last = i == len(parts) - 1
+        if name.startswith(".") or not storable(child):
+            return None
+        if child == data_dir or child.startswith(data_dir + os.sep):
+            return None
+        if not last and (name in ALWAYS_SKIPPED_DIRS or ignored(rules, child, True)):
+            return None
+        folder = child
+    return rules
+
+
 def _walk(root: str, base_rules: list[Rule], roots: Sequence[str], data_dir: str,
           result: ScanResult) -> None:
     stack: list[tuple[str, list[Rule]]] = [(root, base_rules)]

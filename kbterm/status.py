@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kbterm.store import STATUS_FAILED, Store
+from kbterm.watchstate import WatcherState, read_state
 
 
 @dataclass
@@ -28,6 +29,7 @@ class IndexStatus:
     disk_bytes: int = 0
     last_indexed_at: float = 0.0
     versions: dict[str, int] = field(default_factory=dict)
+    watcher: dict[str, Any] | None = None  # the watcher's published state (kbterm.watchstate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -37,6 +39,8 @@ def collect(config: Any) -> IndexStatus:
     store = Store(config.data_path)
     status = IndexStatus(data_dir=str(config.data_path), exists=store.exists,
                          configured_model=config.models.embedder.model)
+    watcher = read_state(config.data_path)
+    status.watcher = watcher.to_dict() if watcher is not None else None
     if not store.exists:
         return status
     meta = store.read_meta()
@@ -78,10 +82,25 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def watcher_lines(data: dict[str, Any] | None) -> list[str]:
+    if data is None:
+        return ["watcher    not running (start it with: kbterm watch --detach)"]
+    info = WatcherState(**data)
+    lines = [f"watcher    {info.summary()}"]
+    if info.running and info.last_error:
+        when = time.strftime("%H:%M:%S", time.localtime(info.last_error_at))
+        lines.append(f"           last error at {when}: {info.last_error}")
+    if info.running and info.notice:
+        lines.append(f"           {info.notice}")
+    return lines
+
+
 def render(status: IndexStatus, max_failures: int = 20) -> str:
     if not status.exists:
-        return (f"no index yet in {status.data_dir}\n"
-                "add folders with: kbterm index ~/Documents (or list them under [library])")
+        return "\n".join([
+            f"no index yet in {status.data_dir}",
+            "add folders with: kbterm index ~/Documents (or list them under [library])",
+            *watcher_lines(status.watcher)])
     lines = [f"index      {status.data_dir} ({human_bytes(status.disk_bytes)} on disk)"]
     model = status.embedding_model or "(nothing embedded yet)"
     if status.dimension:
@@ -94,6 +113,7 @@ def render(status: IndexStatus, max_failures: int = 20) -> str:
         if status.last_indexed_at else "never"
     lines.append(f"indexed    {when}")
     lines.append(f"files      {status.files}   chunks {status.chunks}")
+    lines.extend(watcher_lines(status.watcher))
     lines.append("")
     statuses = ("indexed", "skipped", "failed")
     lines.append(f"  {'type':<10}" + "".join(f"{s:>9}" for s in statuses) + f"{'chunks':>9}")
