@@ -243,10 +243,12 @@ def _hand_over(config: Any, roots: list[str], retry_failed: bool,
         return None
     if "error" in result:
         raise KbtermError(f"the watcher could not index the paths: {result['error']}")
-    fields = {"indexed", "unchanged", "renamed", "failed", "skipped", "removed",
-              "chunks_written", "embedded", "reused", "model_calls", "recovered", "seconds",
-              "interrupted", "warnings", "failures"}
-    data = {k: v for k, v in result.items() if k in fields}
+    from dataclasses import fields
+
+    from kbterm.indexer import Summary
+
+    names = {f.name for f in fields(Summary)}
+    data = {k: v for k, v in result.items() if k in names}
     data["failures"] = [tuple(f) for f in data.get("failures", [])]
     return data
 

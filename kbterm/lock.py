@@ -48,9 +48,10 @@ class WriterLock:
             who = f"pid {info.get('pid', '?')} ({info.get('command', 'kbterm')})"
             since = info.get("started_at")
             when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
+            advice = "stop it with: kbterm watch --stop" \
+                if info.get("command") == "kbterm watch" else "wait for it to finish or stop it"
             raise LockHeld(
-                f"another kbterm is writing to {self.path.parent}: {who}{when}; "
-                "wait for it to finish or stop it"
+                f"another kbterm is writing to {self.path.parent}: {who}{when}; {advice}"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({

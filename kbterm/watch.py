@@ -84,14 +84,17 @@ class Pending:
     def __len__(self) -> int:
         return len(self._paths)
 
-    def add(self, path: str, at: float | None = None) -> None:
-        """Record an event on ``path`` (``at`` in the future delays it, for retries)."""
-        now = self.clock() if at is None else at
+    def add(self, path: str, delay: float = 0.0) -> None:
+        """Record an event on ``path``.  Not an event but a retry or a sweep of a folder:
+        ``delay`` shifts when it is due (later for a retry; ``-debounce``: due at once)."""
+        now = self.clock()
+        due = now + delay
         with self.cond:
-            first = self._paths.get(path, (now, now))[0]
+            first = self._paths.get(path, (due, due))[0]
             was_empty = not self._paths
-            self._paths[path] = (min(first, now), now)
-            self._last_event = max(self._last_event, now)
+            self._paths[path] = (min(first, due), due)
+            if delay == 0:
+                self._last_event = max(self._last_event, now)
             if was_empty:  # the loop sleeps until the next deadline otherwise: no need to wake
                 self.cond.notify_all()
 
@@ -202,7 +205,7 @@ def limit_message(root: str, exc: OSError, sweep_seconds: float) -> str:
         f"watching {root} (fs.inotify.{name} = {value}): changes there are picked up by a "
         f"sweep {every} instead of at once. Raise the limit: sudo sysctl "
         f"fs.inotify.{name}={raise_to} (to keep it, put fs.inotify.{name}={raise_to} in "
-        "/etc/sysctl.d/90-kbterm.conf)"
+        "/etc/sysctl.d/90-kbterm.conf), then restart kbterm watch"
     )
 
 
@@ -380,11 +383,10 @@ class Watcher:
     def _sweep(self, reason: str) -> None:
         if self._observer_broken:
             self._restart_observer()
-        roots = [r for r in self.roots if r not in self._missing]
-        log.info("sweep (%s) of %s", reason, ", ".join(roots) or "nothing")
+        # Missing folders too: their files leave the index, as with `kbterm index`.
+        log.info("sweep (%s) of %s", reason, ", ".join(self.roots))
         self._set(state="sweeping")
-        summary = self._sync(lambda: self.indexer.sync(roots, optimize=False) if roots
-                             else Summary(), retry=None)
+        summary = self._sync(lambda: self.indexer.sync(self.roots, optimize=False), retry=None)
         if summary is not None:
             self._set(last_sweep_at=time.time())
 
@@ -406,9 +408,8 @@ class Watcher:
             log.error("indexing failed (retrying in %g s): %s", delay, message,
                       exc_info=not isinstance(exc, KbtermError))
             self._set(last_error=message, last_error_at=time.time())
-            at = time.monotonic() + delay
             for path in retry or []:
-                self.pending.add(path, at=at)
+                self.pending.add(path, delay=delay)
             if retry is None:
                 threading.Timer(delay, self.request_sweep, args=("retry",)).start()
             return None
@@ -466,8 +467,7 @@ class Watcher:
         folder = self.requests_dir
         if not folder.is_dir():
             return
-        for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns
-                           if p.exists() else 0):
+        for path in sorted(folder.glob("*.json"), key=_mtime):
             try:
                 request = json.loads(path.read_text(encoding="utf-8"))
                 rid, paths = str(request["id"]), [str(p) for p in request["paths"]]
@@ -480,8 +480,7 @@ class Watcher:
             answer: dict[str, Any]
             self._busy = True
             try:
-                roots = self.indexer.roots(paths) if paths else \
-                    [r for r in self.roots if r not in self._missing]
+                roots = self.indexer.roots(paths) if paths else self.roots
                 summary = self.indexer.sync(roots, retry_failed=bool(request.get("retry_failed")),
                                             optimize=False)
                 answer = asdict(summary)
@@ -513,9 +512,18 @@ class Watcher:
     def _start_observer(self) -> None:
         from watchdog.observers import Observer
 
-        self._observer = Observer()
-        self._observer.start()
         self._watches.clear()
+        try:
+            observer = Observer()
+            observer.start()
+        except OSError as exc:  # no inotify instance to be had
+            message = limit_message(", ".join(self.roots), exc,
+                                    self._sweep_interval() or LIMIT_SWEEP_SECONDS)
+            log.warning("%s", message)
+            self._limited.update(self.roots)
+            self._set(notice=message)
+            return
+        self._observer = observer
         for root in self.roots:
             self._watch(root)
         self.requests_dir.mkdir(parents=True, exist_ok=True)
@@ -551,8 +559,13 @@ class Watcher:
             self._missing.add(root)
             self._set(missing_roots=sorted(self._missing))
             return
+        self._missing.discard(root)
+        self._set(missing_roots=sorted(self._missing))
         if not stat.S_ISDIR(st.st_mode):
             log.warning("%s is not a folder: it is not watched", root)
+            return
+        if self._observer is None:
+            self._limited.add(root)
             return
         try:
             watch = self._observer.schedule(_Handler(self), root, recursive=True,
@@ -568,8 +581,6 @@ class Watcher:
             return
         self._limited.discard(root)
         self._watches[root] = (watch, (st.st_dev, st.st_ino))
-        self._missing.discard(root)
-        self._set(missing_roots=sorted(self._missing))
 
     def _unwatch(self, root: str) -> None:
         entry = self._watches.pop(root, None)
@@ -596,18 +607,18 @@ class Watcher:
                     self._unwatch(root)
                     self._missing.add(root)
                     self._set(missing_roots=sorted(self._missing))
-                    self.pending.add(root, at=time.monotonic() - self.pending.debounce)
+                    self.pending.add(root, delay=-self.pending.debounce)
                 continue
             if entry is not None and entry[1] == ident:
                 continue
-            if root in self._limited and entry is None:
-                continue  # the limit: sweeps cover it
             came_back = root in self._missing or entry is not None
+            if root in self._limited and not came_back:
+                continue  # the kernel would not let us watch it: sweeps cover it
             self._unwatch(root)
             self._watch(root)
-            if came_back and root not in self._missing:
+            if came_back:
                 log.info("%s is back: indexing it", root)
-                self.pending.add(root, at=time.monotonic() - self.pending.debounce)
+                self.pending.add(root, delay=-self.pending.debounce)
 
     def _thread_died(self, args: Any) -> None:
         from watchdog.utils import BaseThread
@@ -659,6 +670,13 @@ class Watcher:
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             self._publish(force=True)
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _event_filter() -> list[type]:

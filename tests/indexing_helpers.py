@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from conftest import REPO, subprocess_env
 from kbterm.config import Config, config_from_dict
 from kbterm.indexer import Indexer, Summary
 from kbterm.store import Store
@@ -62,3 +66,27 @@ def check_consistent(config: Config) -> None:
         expected = rec.chunks if rec.status == "indexed" else 0
         assert per_file.get(rec.file_id, 0) == expected, (rec.path, rec.status, expected,
                                                           per_file.get(rec.file_id, 0))
+
+
+def kbterm(args: list[str], prelude: str = "", env_extra: dict[str, str] | None = None,
+           **kwargs) -> subprocess.Popen:
+    code = prelude + "\nfrom kbterm.cli import main; main()"
+    env = subprocess_env(**(env_extra or {}))
+    env.pop("KBTERM_DATA_DIR", None)
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"kbterm ended before the moment came: {out}{err}")
+        try:
+            if predicate():
+                return
+        except Exception:  # noqa: BLE001 - the table may be mid-creation
+            pass
+        time.sleep(0.05)
+    raise AssertionError("timed out")

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, subprocess_env, write_config_file
-from indexing_helpers import chunks, check_consistent, ledger, make_config, run_index
+from indexing_helpers import (
+    chunks,
+    check_consistent,
+    kbterm,
+    ledger,
+    make_config,
+    run_index,
+    wait_for,
+)
 from kbterm.store import Store
 
 
@@ -29,15 +37,6 @@ def _explicit_data_dir(monkeypatch):
 def write_config(path: Path, model_dir: Path, data_dir: Path, extra: str = "") -> Path:
     return write_config_file(path, model_dir, "[indexing]\nkeep_versions_seconds = 0\n" + extra,
                              data_dir=data_dir)
-
-
-def kbterm(args: list[str], prelude: str = "", env_extra: dict[str, str] | None = None,
-           **kwargs) -> subprocess.Popen:
-    code = prelude + "\nfrom kbterm.cli import main; main()"
-    env = subprocess_env(**(env_extra or {}))
-    env.pop("KBTERM_DATA_DIR", None)
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def make_bad_folder(root: Path, corpus: Path) -> dict[str, str]:
@@ -189,21 +188,6 @@ def test_usage_errors_exit_2_and_unusable_data_dir_exits_1(tmp_path, index_model
     _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1
     assert "cannot write the index" in err and "Traceback" not in err
-
-
-def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"kbterm ended before the moment came: {out}{err}")
-        try:
-            if predicate():
-                return
-        except Exception:  # noqa: BLE001 - the table may be mid-creation
-            pass
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 @pytest.mark.parametrize("moment", ["between-commits", "while-staging"])
