@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from kbterm.errors import KbtermError
 from kbterm.ingest import FILE_TYPES, ParseContext, ParseError, Section, describe, parse
 from kbterm.lock import WriterLock
-from kbterm.scan import Found, Noted, scan, scan_paths, within
+from kbterm.scan import Found, Noted, scan, scan_paths, within, within_set
 from kbterm.store import (
     STATUS_FAILED,
     STATUS_INDEXED,
@@ -288,7 +288,8 @@ class Indexer:
         self.progress("scan", found, found, "")
         summary.warnings.extend(result.warnings)
         ledger = self.store.ledger()
-        in_scope = {p: r for p, r in ledger.items() if within(p, scope)}
+        scope_set = {s.rstrip(os.sep) or os.sep for s in scope}
+        in_scope = {p: r for p, r in ledger.items() if within_set(p, scope_set)}
         seen = {f.path for f in result.found} | {n.path for n in result.noted}
 
         # Noted entries (symlinks, unstatable files) go to the ledger as they are.
@@ -299,9 +300,10 @@ class Indexer:
                 continue
             noted_records.append(self._noted_record(n, old))
         # Files gone from disk (not under a folder we could not list).
+        unreadable = set(result.unreadable)
         missing = {
             p: r for p, r in in_scope.items()
-            if p not in seen and not within(p, result.unreadable)
+            if p not in seen and not within_set(p, unreadable)
         }
         by_hash: dict[str, list[FileRecord]] = {}
         for r in missing.values():

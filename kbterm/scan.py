@@ -106,6 +106,18 @@ def within(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
+def within_set(path: str, paths: set[str] | frozenset[str]) -> bool:
+    """``within(path, paths)`` for many paths: the path or one of its folders is in the set
+    (cost: the depth of ``path``, not the size of the set)."""
+    while True:
+        if path in paths:
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
 def storable(path: str) -> bool:
     """Whether a path is valid Unicode (names with undecodable bytes cannot be stored)."""
     try:

@@ -32,6 +32,7 @@ import os
 import stat
 import threading
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from kbterm.errors import KbtermError
 from kbterm.indexer import Indexer, Summary
 from kbterm.ingest import file_type
-from kbterm.scan import KBIGNORE, within
+from kbterm.scan import KBIGNORE, within, within_set
 from kbterm.watchstate import (
     HEARTBEAT_SECONDS,
     PID_FILE,
@@ -116,7 +117,12 @@ class Pending:
             batch = [p for p, _f in quiet[:limit]]
             for p in batch:
                 del self._paths[p]
-            return batch
+            # Paths inside a folder of the batch go with it: its walk reads them as they are
+            # now, and any later write makes a new event.
+            taken = set(batch)
+            for p in [p for p in self._paths if within_set(os.path.dirname(p), taken)]:
+                del self._paths[p]
+            return [p for p in batch if not within_set(os.path.dirname(p), taken)]
 
     def wait_time(self, now: float | None = None) -> float | None:
         """Seconds until :meth:`take` may return something (None: nothing is pending)."""
@@ -181,7 +187,7 @@ class _WatchdogLog(logging.Handler):
                 "happens often, raise it: sudo sysctl fs.inotify.max_queued_events="
                 f"{max(2 * _sysctl('max_queued_events', 16384), 65536)}")
         elif record.levelno >= logging.ERROR:
-            self.watcher.lost_events(f"watchdog: {message}")
+            self.watcher.lost_events(f"watchdog: {message}", restart=True)
 
 
 def _sysctl(name: str, default: int) -> int:
@@ -274,11 +280,13 @@ class Watcher:
         self._sweep_reasons.append(reason)
         self.wake()
 
-    def lost_events(self, message: str) -> None:
+    def lost_events(self, message: str, restart: bool = False) -> None:
+        """Events were lost (a queue overflow; with ``restart``, watchdog's thread failed):
+        say so, and sweep (restarting the observer first)."""
         log.warning("%s", message)
         with self._state_lock:
             self.state.notice = message
-        if "watchdog:" in message:
+        if restart:
             self._observer_broken = True
         self.request_sweep("events were lost")
 
@@ -286,7 +294,7 @@ class Watcher:
         """An event on ``path``: mark it dirty unless it can never matter."""
         if within(path, [self._data_real]) or within(path, [str(self.data_dir)]):
             return
-        root = next((r for r in self.roots if within(path, [r])), None)
+        root = max((r for r in self.roots if within(path, [r])), key=len, default=None)
         if root is None:
             return
         rel = os.path.relpath(path, root)
@@ -312,6 +320,9 @@ class Watcher:
             pid_file.write_text(f"{os.getpid()}\n")
             self.state.started_at = self.state.heartbeat = time.time()
             self._publish(force=True)
+            # watchdog warns (with a dump of its state) when a new folder's watch was already
+            # added by the walk that announced it: harmless, and not for the user's log.
+            warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
             watchdog_log = _WatchdogLog(self)
             logging.getLogger("watchdog").addHandler(watchdog_log)
             previous_hook = self._previous_hook = threading.excepthook
@@ -633,8 +644,7 @@ class Watcher:
             message = limit_message(", ".join(self.roots), exc, LIMIT_SWEEP_SECONDS)
         else:
             message = f"watchdog: the file-event thread {name} stopped: {exc!r}"
-        self.lost_events(message)
-        self._observer_broken = True
+        self.lost_events(message, restart=True)
 
     # ------------------------------------------------------------------ state
 

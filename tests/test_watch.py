@@ -148,6 +148,20 @@ def test_pending_debounces_each_path_and_batches_a_burst():
     assert batch == [f"/burst/{i:02d}" for i in range(20)]  # ...then go together, oldest first
 
 
+def test_pending_folder_takes_the_paths_inside_it():
+    clock = Clock()
+    pending = Pending(0.5, 5.0, clock=clock)
+    pending.add("/root/moved-in")  # a folder moved in: its walk reads every file in it
+    for i in range(5):
+        pending.add(f"/root/moved-in/sub/f{i}.txt")
+    pending.add("/root/moved-in-2/g.txt")  # a sibling whose name starts the same: kept
+    clock.now += 0.1
+    pending.add("/root/moved-in/late.txt")  # still being written: goes with the folder too
+    clock.now += 0.5
+    assert pending.take() == ["/root/moved-in", "/root/moved-in-2/g.txt"]
+    assert len(pending) == 0
+
+
 def test_pending_makes_progress_in_a_burst_that_never_pauses():
     clock = Clock()
     pending = Pending(0.5, 2.0, clock=clock)
@@ -398,6 +412,29 @@ def test_watch_limit_reached_says_what_to_do_and_sweeps(folder, make_running, mo
         until(lambda: str(folder / "b.txt") in run.indexed(), 30, "fallback sweep")
     message = limit_message("/x", OSError(errno.EMFILE, "limit"), 600)
     assert "max_user_instances" in message and "every 10 min" in message
+
+
+def test_a_failed_watchdog_thread_restarts_the_observer_and_sweeps(folder, make_running):
+    import errno
+
+    from watchdog.utils import BaseThread
+
+    class Dying(BaseThread):
+        def run(self) -> None:
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+
+    with make_running([folder]) as run:
+        real_note = run.watcher.note
+        run.watcher.note = lambda path, is_dir: None
+        (folder / "x.txt").write_text("Only the recovery sweep sees this file.\n")
+        dying = Dying()
+        dying.start()
+        dying.join()
+        until(lambda: str(folder / "x.txt") in run.indexed(), 30, "recovery sweep")
+        assert "fs.inotify.max_user_watches" in read_state(run.config.data_path).notice
+        run.watcher.note = real_note
+        (folder / "y.txt").write_text("Events flow again after the restart.\n")
+        until(lambda: str(folder / "y.txt") in run.indexed(), 30, "events after restart")
 
 
 def test_models_load_for_work_and_are_released_when_idle(folder, make_running, index_embedder):
