@@ -196,12 +196,8 @@ def scan_paths(roots: Sequence[str], paths: Sequence[str], patterns: Sequence[st
 
 def _outermost(paths: Sequence[str]) -> list[str]:
     """``paths`` without those inside another of them (a folder's walk covers its files)."""
-    out: list[str] = []
-    for path in sorted(set(paths)):
-        if out and within(path, [out[-1]]):
-            continue
-        out.append(path)
-    return out
+    unique = set(paths)
+    return sorted(p for p in unique if not within_set(os.path.dirname(p), unique))
 
 
 def _rules_above(root: str, path: str, patterns: Sequence[str], data_dir: str,

@@ -183,6 +183,44 @@ def test_pending_makes_progress_in_a_burst_that_never_pauses():
     assert sorted(sum(taken, []) + rest) == [f"/f{i:03d}" for i in range(100)]
 
 
+def test_scan_of_dirty_paths_sees_what_a_full_scan_sees(tmp_path):
+    """For every file and folder of an awkward tree, scanning just that path finds exactly the
+    files a full scan finds under it (ignore rules of the folders above included)."""
+    from kbterm.scan import scan, scan_paths, within
+
+    root = tmp_path / "root"
+    files = [
+        "a.txt", "b c.md", "b c/x.txt", "b/y.txt", "drafts/d.txt", "sub/drafts/e.txt",
+        "sub/keep.md", "sub/skip.log.txt", ".hidden/h.txt", "node_modules/m.txt",
+        "build/out.txt", "sub/build/in.txt", "data/index/z.txt", "deep/a/b/c/f.json",
+        "deep/a/private/p.txt", "deep/a/private/public.txt",
+    ]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    (root / ".kbignore").write_text("drafts/\n*.log.txt\n")
+    (root / "deep" / "a" / ".kbignore").write_text("private/*\n!private/public.txt\n")
+    patterns = ["/build", "*.tmp"]  # anchored at the root: sub/build stays
+    roots = [str(root)]
+    data = str(root / "data")
+    full = sorted(f.path for f in scan(roots, patterns, data).found)
+    assert str(root / "sub" / "build" / "in.txt") in full
+    assert str(root / "deep" / "a" / "private" / "public.txt") in full
+    assert not any(x in p for p in full for x in ("drafts", "skip.log", ".hidden",
+                                                   "node_modules", "/root/build", "p.txt"))
+    every = [str(root)] + [os.path.join(d, n) for d, dirs, names in os.walk(root)
+                           for n in dirs + names]
+    for path in every:
+        got = sorted(f.path for f in scan_paths(roots, [path], patterns, data).found)
+        assert got == [p for p in full if within(p, [path])], path
+    # Several dirty paths at once, nested and overlapping: each file once.
+    got = [f.path for f in scan_paths(roots, [str(root / "b c"), str(root / "b c" / "x.txt"),
+                                             str(root / "b"), str(root / "b" / "y.txt"),
+                                             str(root / "gone.txt")],
+                                      patterns, data).found]
+    assert sorted(got) == [str(root / "b c" / "x.txt"), str(root / "b" / "y.txt")]
+
+
 # --------------------------------------------------------------------------- file events
 
 
