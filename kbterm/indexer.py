@@ -266,6 +266,10 @@ class Indexer:
             summary.seconds = time.monotonic() - started
         return summary
 
+    @property
+    def models_loaded(self) -> bool:
+        return self._embedder is not None and self._embedder.loaded
+
     def release_models(self) -> bool:
         """Free the embedder's weights (they load again on the next file); whether any were."""
         embedder, self._chunker = self._embedder, None

@@ -433,7 +433,7 @@ class Watcher:
     def _account(self, summary: Summary) -> None:
         now = time.monotonic()
         changed = summary.indexed + summary.renamed + summary.removed + summary.failed
-        models = self.indexer._embedder is not None and self.indexer._embedder.loaded
+        models = self.indexer.models_loaded
         if summary.model_calls or models:
             self._last_work = now
         with self._state_lock:
