@@ -268,6 +268,97 @@ def status(state: State, as_json: bool, show_all: bool) -> None:
         click.echo(render(report, max_failures=10**9 if show_all else 20))
 
 
+def _parse_when(value: str | None, name: str) -> float | None:
+    """``2026-11-01``, ``2026-11-01T14:30`` or a relative ``7d`` / ``12h`` / ``30m``."""
+    import datetime as dt
+    import re
+    import time
+
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([dhmw])", value.strip())
+    if m:
+        unit = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return time.time() - int(m.group(1)) * unit
+    try:
+        return dt.datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use a date (2026-11-01), a date and time "
+                                 "(2026-11-01T14:30) or an age (7d, 12h)",
+                                 param_hint=name) from None
+
+
+def _filters(paths: tuple[str, ...], types: tuple[str, ...], modalities: tuple[str, ...],
+             after: str | None, before: str | None) -> Any:
+    from kbterm.retrieval import Filters
+
+    return Filters(paths=paths, types=types, modalities=modalities,
+                   modified_after=_parse_when(after, "--after"),
+                   modified_before=_parse_when(before, "--before"))
+
+
+_FILE_TYPES = ["text", "markdown", "html", "json", "pdf", "image", "video"]
+
+
+@cli.command()
+@click.argument("query", required=False, default="")
+@click.option("--image", "image", type=click.Path(exists=True, dir_okay=False),
+              help="Search by an image (with or without QUERY text).")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many results.")
+@click.option("--no-rerank", is_flag=True, help="Skip the reranker (faster).")
+@click.option("--path", "paths", multiple=True,
+              help="Only files under this folder or matching this glob (repeatable).")
+@click.option("--type", "types", multiple=True, type=click.Choice(_FILE_TYPES),
+              help="Only this file type (repeatable).")
+@click.option("--modality", "modalities", multiple=True,
+              type=click.Choice(["text", "image", "video"]),
+              help="Only text passages, images (photos, PDF pages) or video segments.")
+@click.option("--after", help="Only files modified after this date or age (2026-11-01, 7d).")
+@click.option("--before", help="Only files modified before this date or age.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_obj
+def search(state: State, query: str, image: str | None, k: int, no_rerank: bool,
+           paths: tuple[str, ...], types: tuple[str, ...], modalities: tuple[str, ...],
+           after: str | None, before: str | None, as_json: bool) -> None:
+    """Search the index for QUERY (text), an --image, or both."""
+    from kbterm.retrieval import Searcher
+
+    if not query.strip() and image is None:
+        raise click.UsageError("give a QUERY, an --image, or both")
+    filters = _filters(paths, types, modalities, after, before)
+    searcher = Searcher(state.config)
+    results = searcher.search(query, image, k=k, rerank=not no_rerank, filters=filters)
+    if as_json:
+        click.echo(json.dumps(results.to_json(), indent=2, ensure_ascii=False))
+    else:
+        for warning in results.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        if not results.hits:
+            click.echo("no results")
+        for hit in results.hits:
+            scores = []
+            if hit.rerank_score is not None:
+                scores.append(f"rerank {hit.rerank_score:.3f}")
+            if hit.embedding_score is not None:
+                scores.append(f"cosine {hit.embedding_score:.3f}")
+            if hit.keyword_score is not None:
+                scores.append(f"bm25 {hit.keyword_score:.2f}")
+            icon = {"text": "¶", "image": "▣", "video": "▶"}.get(hit.modality, "·")
+            click.echo(f"{hit.rank:>3}. {icon} {hit.citation()}  [{', '.join(scores)}]")
+            click.echo(f"     {hit.path}")
+            if hit.modality == "text":
+                click.echo(f"     {hit.snippet}")
+            elif hit.image_path:
+                click.echo(f"     image: {hit.image_path}")
+        t = results.timings_ms
+        click.echo(f"{len(results.hits)} results in {results.total_ms:.0f} ms (embed "
+                   f"{t.get('embed', 0):.0f}, retrieve {t.get('retrieve', 0):.0f}, rerank "
+                   f"{t.get('rerank', 0):.0f})", err=True)
+    if not results.hits:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.argument("folders", nargs=-1,
                 type=click.Path(exists=True, file_okay=False, dir_okay=True))

@@ -388,6 +388,7 @@ class Indexer:
         self.store.remove(later)
         if summary.indexed or summary.removed or summary.renamed or touched:
             self._keyframe_gc()
+        self.store.ensure_fts_index()
         if optimize:
             self.store.optimize(cfg.keep_versions_seconds)
         meta = self.store.read_meta()

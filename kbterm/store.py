@@ -436,6 +436,29 @@ class Store:
             removed += before - chunks.count_rows()
         return removed
 
+    # ------------------------------------------------------------------ keyword index
+
+    def has_fts_index(self) -> bool:
+        """Whether the chunks table has its full-text index on ``text``."""
+        table = self.chunks_table
+        if table is None:
+            return False
+        try:
+            return any(ix.index_type == "FTS" for ix in table.list_indices())
+        except Exception:  # noqa: BLE001 - an index listing problem: treat as missing
+            return False
+
+    def ensure_fts_index(self) -> bool:
+        """Create the full-text (BM25) index over chunk text if it is missing; whether it was.
+
+        Rows added later are searched before they are indexed and folded into the index by
+        :meth:`optimize`, so the index is created once, by the writer."""
+        table = self.chunks_table
+        if table is None or table.count_rows() == 0 or self.has_fts_index():
+            return False
+        table.create_fts_index("text", replace=True)
+        return True
+
     # ------------------------------------------------------------------ hygiene
 
     def versions(self) -> dict[str, int]:

@@ -1,0 +1,454 @@
+"""Retrieval: a query (text, an image, or both) in, ranked hits out.
+
+1. The query is embedded with the *query* instruction (``models.embedder.query_instruction``):
+   documents were embedded with the document instruction, and the model is asymmetric.
+2. Candidates: exact cosine search over the live chunk vectors (:mod:`kbterm.vectors`) and
+   LanceDB's full-text (BM25) index over chunk text, each taking ``search.candidates`` hits,
+   fused by reciprocal rank fusion (``1 / (60 + rank)`` summed over the lists a hit is in).
+3. Filters (path or folder glob, file type, modality, modified after/before) apply to both
+   lists before fusion, so ``-k 10`` means ten hits that pass them.
+4. The best ``search.rerank`` fused candidates are scored by Qwen3-VL-Reranker (batched) and
+   put first in rerank order; the rest follow in fused order.  Each hit keeps both scores.
+
+A text hit's snippet is the passage around the query's words; a visual hit carries the image
+to show: the image file, the video segment's keyframe, or the PDF page rendered (and cached).
+
+If the embedder cannot be loaded, search falls back to keyword search and says so once
+(:attr:`Results.warnings`).  Nothing here imports textual; torch loads with the first model.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from kbterm.errors import InputError, KbtermError
+from kbterm.store import STATUS_INDEXED, Store, _groups, sql_in
+from kbterm.vectors import VectorCache, scores, top_k
+
+if TYPE_CHECKING:
+    from kbterm.config import Config
+    from kbterm.models.embedder import Embedder
+    from kbterm.models.reranker import Reranker
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60
+META_COLUMNS = ["id", "path", "file_type", "modality", "title", "page", "line_start",
+                "line_end", "start_s", "end_s", "preview"]
+SNIPPET_CHARS = 240
+
+
+class NoIndex(KbtermError):
+    """There is nothing to search yet."""
+
+
+@dataclass
+class Filters:
+    """Which chunks a search may return (empty fields: no restriction)."""
+
+    paths: tuple[str, ...] = ()  # globs on the full path; a folder matches what is under it
+    types: tuple[str, ...] = ()  # file types: text markdown html json pdf image video
+    modalities: tuple[str, ...] = ()  # text image video
+    modified_after: float | None = None  # epoch seconds
+    modified_before: float | None = None
+
+    def active(self) -> bool:
+        return bool(self.paths or self.types or self.modalities
+                    or self.modified_after is not None or self.modified_before is not None)
+
+    def match_path(self, path: str) -> bool:
+        if not self.paths:
+            return True
+        for pattern in self.paths:
+            p = os.path.abspath(os.path.expanduser(pattern)) if not _has_glob(pattern) \
+                else os.path.expanduser(pattern)
+            if not _has_glob(pattern):
+                if path == p or path.startswith(p.rstrip(os.sep) + os.sep):
+                    return True
+            elif fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, "*/" + p):
+                return True
+        return False
+
+
+def _has_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+@dataclass
+class Hit:
+    """One result: a chunk, why it was found, and where it comes from."""
+
+    rank: int
+    id: str
+    path: str
+    file_type: str
+    modality: str
+    content: str  # the chunk's text (text hits), or a description of the visual chunk
+    snippet: str
+    title: str = ""
+    page: int | None = None
+    line_start: int | None = None
+    line_end: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    image_path: str | None = None  # what to show for a visual hit
+    embedding_score: float | None = None  # cosine similarity with the query
+    keyword_score: float | None = None  # BM25
+    fused_score: float = 0.0  # reciprocal rank fusion
+    rerank_score: float | None = None  # Qwen3-VL-Reranker, in (0, 1)
+
+    def citation(self) -> str:
+        """``report.pdf, page 12`` / ``talk.mp4 @ 01:23-01:53`` / ``notes.md, lines 4-9``."""
+        name = os.path.basename(self.path)
+        if self.page is not None:
+            return f"{name}, page {self.page}"
+        if self.start_s is not None:
+            return f"{name} @ {clock(self.start_s)}-{clock(self.end_s or self.start_s)}"
+        if self.line_start is not None:
+            if self.line_end and self.line_end != self.line_start:
+                return f"{name}, lines {self.line_start}-{self.line_end}"
+            return f"{name}, line {self.line_start}"
+        return name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank, "id": self.id, "content": self.content,
+            "embedding_score": self.embedding_score, "rerank_score": self.rerank_score,
+            "keyword_score": self.keyword_score, "fused_score": self.fused_score,
+            "metadata": {
+                "source": self.path, "file_type": self.file_type, "modality": self.modality,
+                "title": self.title, "page": self.page, "line_start": self.line_start,
+                "line_end": self.line_end, "start_s": self.start_s, "end_s": self.end_s,
+                "image_path": self.image_path, "citation": self.citation(),
+            },
+        }
+
+
+def clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 \
+        else f"{s // 60:02d}:{s % 60:02d}"
+
+
+@dataclass
+class Results:
+    query: str
+    hits: list[Hit] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    reranked: int = 0
+
+    @property
+    def total_ms(self) -> float:
+        return sum(self.timings_ms.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"query": self.query, "results": [h.to_json() for h in self.hits],
+                "total_time_ms": round(self.total_ms, 1),
+                "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+                "warnings": self.warnings}
+
+
+class Searcher:
+    """Searches the index of ``config``'s data folder (reuse it: it keeps the vectors mapped)."""
+
+    def __init__(self, config: "Config", *, embedder: "Embedder | None" = None,
+                 reranker: "Reranker | None" = None) -> None:
+        self.config = config
+        self.store = Store(config.data_path)
+        self.cache = VectorCache(self.store)
+        self._embedder = embedder
+        self._reranker = reranker
+        self._version: tuple[int, int] | None = None
+        self._meta: list[dict[str, Any]] = []
+        self._rows = np.zeros(0, dtype=np.int64)  # matrix row of each live chunk
+        self._mtime: dict[str, int] = {}
+        self._index_of: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ models
+
+    @property
+    def embedder(self) -> "Embedder":
+        if self._embedder is None:
+            from kbterm.models.registry import get_embedder
+
+            self._embedder = get_embedder(self.config)
+        return self._embedder
+
+    @property
+    def reranker(self) -> "Reranker":
+        if self._reranker is None:
+            from kbterm.models.registry import get_reranker
+
+            self._reranker = get_reranker(self.config)
+        return self._reranker
+
+    # ------------------------------------------------------------------ index state
+
+    def refresh(self) -> None:
+        """Catch up with the index (cheap when nothing changed)."""
+        chunks, files = self.store.chunks_table, self.store.files_table
+        if chunks is None or files is None:
+            raise NoIndex(f"no index yet in {self.store.data_dir}: run kbterm index FOLDER "
+                          "(or kbterm watch)")
+        version = (chunks.version, files.version)
+        if version == self._version:
+            return
+        ledger = self.store.ledger()
+        meta_rows = self.store.live_chunks(META_COLUMNS, ledger=ledger)
+        meta = self.store.read_meta()
+        dim = meta.dimension if meta is not None else 0
+        identity = f"{meta.embedding_model}:{meta.created_at}" if meta is not None else ""
+        self._rows = self.cache.sync([r["id"] for r in meta_rows], dim, identity)
+        self._meta = meta_rows
+        self._index_of = {r["id"]: n for n, r in enumerate(meta_rows)}
+        self._mtime = {r.path: r.mtime_ns for r in ledger.values()
+                       if r.status == STATUS_INDEXED}
+        self._version = version
+
+    @property
+    def chunk_count(self) -> int:
+        return len(self._meta)
+
+    def _allowed(self, filters: Filters) -> np.ndarray | None:
+        """Mask over the live chunks that pass ``filters`` (None: all pass)."""
+        if not filters.active():
+            return None
+        after = filters.modified_after
+        before = filters.modified_before
+        mask = np.zeros(len(self._meta), dtype=bool)
+        for n, r in enumerate(self._meta):
+            if filters.types and r["file_type"] not in filters.types:
+                continue
+            if filters.modalities and r["modality"] not in filters.modalities:
+                continue
+            if after is not None or before is not None:
+                mtime = self._mtime.get(r["path"], 0) / 1e9
+                if after is not None and mtime < after:
+                    continue
+                if before is not None and mtime >= before:
+                    continue
+            if not filters.match_path(r["path"]):
+                continue
+            mask[n] = True
+        return mask
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, text: str = "", image: str | Path | None = None, *, k: int = 10,
+               rerank: bool = True, filters: Filters | None = None,
+               candidates: int | None = None) -> Results:
+        """Ranked hits for ``text`` and/or ``image``."""
+        if not text.strip() and image is None:
+            raise InputError("empty query: give text, an image (--image), or both")
+        if image is not None and not Path(image).is_file():
+            raise InputError(f"{image}: no such image file")
+        filters = filters or Filters()
+        results = Results(query=text)
+        t = time.perf_counter()
+        self.refresh()
+        results.timings_ms["refresh"] = (time.perf_counter() - t) * 1000
+        n_candidates = candidates or self.config.search.candidates
+        allowed = self._allowed(filters)
+
+        vector_list: list[tuple[int, float]] = []
+        t = time.perf_counter()
+        try:
+            query_vector = self._embed_query(text, image)
+        except KbtermError as exc:
+            if not text.strip() or isinstance(exc, InputError):
+                raise
+            query_vector = None
+            results.warnings.append(f"embedding model unavailable ({exc}); "
+                                    "showing keyword matches only")
+        results.timings_ms["embed"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        if query_vector is not None and len(self._meta):
+            sims = scores(self.cache.matrix(), query_vector)[self._rows]
+            if allowed is not None:
+                sims = np.where(allowed, sims, -np.inf)
+            for n in top_k(sims, n_candidates):
+                vector_list.append((int(n), float(sims[n])))
+        keyword_list = self._keyword(text, n_candidates, allowed) if text.strip() else []
+        fused = self._fuse(vector_list, keyword_list)
+        results.timings_ms["retrieve"] = (time.perf_counter() - t) * 1000
+
+        top = fused[: max(k, 0)]
+        hits = self._hits(top, text)
+        t = time.perf_counter()
+        n_rerank = min(self.config.search.rerank, len(hits)) if rerank else 0
+        if n_rerank:
+            try:
+                self._rerank(text, image, hits, n_rerank)
+                results.reranked = n_rerank
+            except KbtermError as exc:
+                results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
+        results.timings_ms["rerank"] = (time.perf_counter() - t) * 1000
+        for rank, hit in enumerate(hits, start=1):
+            hit.rank = rank
+        results.hits = hits
+        return results
+
+    def _embed_query(self, text: str, image: str | Path | None) -> np.ndarray:
+        instruction = self.config.models.embedder.query_instruction
+        vector = self.embedder.embed([query_item(text, image)], instruction=instruction)[0]
+        if self.cache.dim and len(vector) != self.cache.dim:
+            raise KbtermError(f"the query embedding has {len(vector)} values but the index "
+                              f"holds {self.cache.dim}: run kbterm index --rebuild")
+        return np.asarray(vector, dtype=np.float32)
+
+    def _keyword(self, text: str, limit: int, allowed: np.ndarray | None
+                 ) -> list[tuple[int, float]]:
+        table = self.store.chunks_table
+        if table is None or not self.store.has_fts_index():
+            return []
+        want = limit if allowed is None else limit * 4
+        try:
+            rows = (table.search(text, query_type="fts").select(["id", "_score"])
+                    .limit(want).to_list())
+        except Exception as exc:  # noqa: BLE001 - a query the parser refuses: no keyword hits
+            log.debug("keyword search failed for %r: %s", text, exc)
+            return []
+        out = []
+        for row in rows:
+            n = self._index_of.get(row["id"])
+            if n is None or (allowed is not None and not allowed[n]):
+                continue  # not live (a file being replaced) or filtered out
+            out.append((n, float(row["_score"])))
+            if len(out) >= limit:
+                break
+        return out
+
+    def _fuse(self, vector_list: list[tuple[int, float]], keyword_list: list[tuple[int, float]]
+              ) -> list[tuple[int, float | None, float | None, float]]:
+        """(chunk, cosine, bm25, rrf score) best first."""
+        fused: dict[int, list[Any]] = {}
+        for rank, (n, score) in enumerate(vector_list, start=1):
+            entry = fused.setdefault(n, [None, None, 0.0])
+            entry[0] = score
+            entry[2] += 1.0 / (RRF_K + rank)
+        for rank, (n, score) in enumerate(keyword_list, start=1):
+            entry = fused.setdefault(n, [None, None, 0.0])
+            entry[1] = score
+            entry[2] += 1.0 / (RRF_K + rank)
+        order = sorted(fused.items(), key=lambda item: (-item[1][2], item[0]))
+        return [(n, e[0], e[1], e[2]) for n, e in order]
+
+    def _hits(self, top: list[tuple[int, float | None, float | None, float]],
+              query: str) -> list[Hit]:
+        texts = self._texts([self._meta[n]["id"] for n, *_ in top])
+        hits = []
+        for n, cosine, bm25, fused in top:
+            r = self._meta[n]
+            text = texts.get(r["id"], "")
+            hit = Hit(
+                rank=0, id=r["id"], path=r["path"], file_type=r["file_type"],
+                modality=r["modality"], content=text, snippet="", title=r["title"] or "",
+                page=r["page"], line_start=r["line_start"], line_end=r["line_end"],
+                start_s=r["start_s"], end_s=r["end_s"], embedding_score=cosine,
+                keyword_score=bm25, fused_score=fused,
+            )
+            if hit.modality == "text":
+                hit.snippet = snippet(text, query)
+            else:
+                hit.content = f"[{hit.modality}] {hit.citation()}"
+                hit.snippet = hit.title or os.path.basename(hit.path)
+                hit.image_path = self._image_for(hit, r.get("preview") or "")
+            hits.append(hit)
+        return hits
+
+    def _texts(self, ids: Sequence[str]) -> dict[str, str]:
+        table = self.store.chunks_table
+        out: dict[str, str] = {}
+        if table is None:
+            return out
+        for group in _groups(list(ids)):
+            for row in (table.search().where(sql_in("id", group)).select(["id", "text"])
+                        .limit(None).to_arrow().to_pylist()):
+                out[row["id"]] = row["text"] or ""
+        return out
+
+    def _image_for(self, hit: Hit, preview: str) -> str | None:
+        if hit.modality == "video":
+            return preview or None
+        if hit.file_type == "pdf" and hit.page is not None:
+            try:
+                return str(page_image(self.store.data_dir, hit.path, hit.page,
+                                      self._mtime.get(hit.path, 0)))
+            except Exception as exc:  # noqa: BLE001 - the file changed or went away
+                log.debug("cannot render %s page %s: %s", hit.path, hit.page, exc)
+                return None
+        return hit.path
+
+    def _rerank(self, text: str, image: str | Path | None, hits: list[Hit], n: int) -> None:
+        from kbterm.models.inputs import Image
+
+        documents: list[Any] = []
+        for hit in hits[:n]:
+            if hit.modality == "text" or not hit.image_path:
+                documents.append(hit.content or hit.snippet)
+            else:
+                documents.append(Image(Path(hit.image_path)))
+        values = self.reranker.score(query_item(text, image), documents)
+        for hit, value in zip(hits[:n], values):
+            hit.rerank_score = float(value)
+        head = sorted(hits[:n], key=lambda h: -(h.rerank_score or 0.0))
+        hits[:n] = head
+
+
+def query_item(text: str, image: str | Path | None) -> Any:
+    """The model input of a query: its image and/or its text."""
+    from kbterm.models.inputs import Image
+
+    parts: list[Any] = []
+    if image is not None:
+        parts.append(Image(Path(image)))
+    if text.strip():
+        parts.append(text)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
+    """The part of ``text`` around the first of the query's words it contains."""
+    flat = " ".join(text.split())
+    if len(flat) <= width:
+        return flat
+    words = [w for w in re.findall(r"\w{3,}", query.lower())]
+    low = flat.lower()
+    at = min((i for i in (low.find(w) for w in words) if i >= 0), default=0)
+    start = max(0, min(at - width // 3, len(flat) - width))
+    out = flat[start:start + width]
+    return ("…" if start > 0 else "") + out.strip() + ("…" if start + width < len(flat) else "")
+
+
+def page_image(data_dir: Path, path: str, page: int, mtime_ns: int = 0) -> Path:
+    """The PDF page rendered as the model sees it, cached in ``<data>/cache/pages``."""
+    import hashlib
+
+    from kbterm.ingest.pdf import _open, render_page
+    from kbterm.models.encoding import IMAGE_MAX_PIXELS
+
+    key = hashlib.blake2b(f"{path}\0{mtime_ns}".encode("utf-8", "surrogatepass"),
+                          digest_size=10).hexdigest()
+    out = Path(data_dir) / "cache" / "pages" / f"{key}-p{page:05d}.png"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = _open(Path(path))
+    try:
+        image = render_page(doc[page - 1], IMAGE_MAX_PIXELS)
+    finally:
+        doc.close()
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    image.save(tmp, "PNG")
+    os.replace(tmp, out)
+    return out
