@@ -32,7 +32,7 @@ import numpy as np
 
 from kbterm.errors import InputError, KbtermError
 from kbterm.store import STATUS_INDEXED, Store, _groups, sql_in
-from kbterm.vectors import VectorCache, scores, top_k
+from kbterm.vectors import VectorCache, nearest
 
 if TYPE_CHECKING:
     from kbterm.config import Config
@@ -273,11 +273,8 @@ class Searcher:
         results.timings_ms["embed"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         if query_vector is not None and len(self._meta):
-            sims = scores(self.cache.matrix(), query_vector)[self._rows]
-            if allowed is not None:
-                sims = np.where(allowed, sims, -np.inf)
-            for n in top_k(sims, n_candidates):
-                vector_list.append((int(n), float(sims[n])))
+            vector_list = nearest(self.cache.matrix(), self._rows, query_vector,
+                                  n_candidates, allowed)
         keyword_list = self._keyword(text, n_candidates, allowed) if text.strip() else []
         fused = self._fuse(vector_list, keyword_list)
         results.timings_ms["retrieve"] = (time.perf_counter() - t) * 1000
@@ -324,9 +321,8 @@ class Searcher:
             if n is None or (allowed is not None and not allowed[n]):
                 continue  # not live (a file being replaced) or filtered out
             out.append((n, float(row["_score"])))
-            if len(out) >= limit:
-                break
-        return out
+        out.sort(key=lambda item: (-item[1], item[0]))  # equal scores: a stable order
+        return out[:limit]
 
     def _fuse(self, vector_list: list[tuple[int, float]], keyword_list: list[tuple[int, float]]
               ) -> list[tuple[int, float | None, float | None, float]]:

@@ -456,7 +456,9 @@ class Store:
         table = self.chunks_table
         if table is None or table.count_rows() == 0 or self.has_fts_index():
             return False
-        table.create_fts_index("text", replace=True)
+        from lancedb.index import FTS
+
+        table.create_index("text", config=FTS(), replace=True)  # (new API: column, config)
         return True
 
     # ------------------------------------------------------------------ hygiene

@@ -203,3 +203,21 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
         part = np.arange(len(values))
     part = part[np.isfinite(values[part])]
     return part[np.argsort(-values[part], kind="stable")]
+
+
+def nearest(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, n: int,
+            allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """The ``n`` chunks most similar to ``query``: (index into ``rows``, cosine), best first.
+
+    ``rows[i]`` is the matrix row of chunk ``i`` (dead rows are simply not listed);
+    ``allowed`` masks chunks out (filters).  The float16 product is rounded to 11 bits, so a
+    margin of the best rows is rescored in float32 and near-ties come out in exact order."""
+    if len(rows) == 0 or n <= 0:
+        return []
+    sims = scores(matrix, query)[rows]
+    if allowed is not None:
+        sims = np.where(allowed, sims, -np.inf)
+    pool = top_k(sims, max(4 * n, 256))
+    exact = np.asarray(matrix[rows[pool]], dtype=np.float32) @ query.astype(np.float32)
+    order = np.argsort(-exact, kind="stable")[:n]
+    return [(int(pool[i]), float(exact[i])) for i in order]

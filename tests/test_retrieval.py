@@ -1,0 +1,244 @@
+"""Retrieval with the tiny model: vector + keyword candidates, fusion, filters, reranking,
+the vector cache, and ``kbterm search``.  Random weights rank meaninglessly, so these tests check
+plumbing against independent computations (cosines from the stored vectors, reranker scores
+computed directly), never relevance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_config_file
+from indexing_helpers import kbterm, make_config, run_index
+from kbterm.models.base import ModelSpec
+from kbterm.models.embedder import Embedder
+from kbterm.retrieval import Filters, Hit, NoIndex, Searcher
+from kbterm.store import Store
+
+
+@pytest.fixture(autouse=True)
+def _explicit_data_dir(monkeypatch):
+    monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
+
+
+NOTES = {
+    "tides.md": "# Tides\n\nSpring tides follow the new moon and the full moon.\n",
+    "lamps.txt": "The lighthouse lamp is trimmed at dusk by the keeper.\n",
+    "xylo.txt": "A xylophonic melody drifted over the harbour at night.\n",
+    "rope.md": "# Rigging\n\nHemp rope swells when wet; nylon rope does not.\n",
+    "ledger.json": '{"entry": "cargo of salt and timber", "ship": "Albatross"}',
+}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, corpus, index_model_dir, index_embedder):
+    root = tmp_path_factory.mktemp("retrieval")
+    folder = root / "library"
+    (folder / "notes").mkdir(parents=True)
+    for name, text in NOTES.items():
+        (folder / "notes" / name).write_text(text)
+    (folder / "media").mkdir()
+    shutil.copy(corpus / "images" / "beach.jpeg", folder / "media" / "beach.jpeg")
+    shutil.copy(corpus / "pdf" / "small-table.pdf", folder / "media" / "small-table.pdf")
+    config = make_config(index_model_dir, root / "data", [folder])
+    summary = run_index(config, embedder=index_embedder)
+    assert summary.failed == 0 and summary.indexed == 7
+    return config, folder
+
+
+@pytest.fixture(scope="module")
+def searcher(library, index_embedder, reranker):
+    config, _folder = library
+    return Searcher(config, embedder=index_embedder, reranker=reranker)
+
+
+def stored_vectors(config) -> dict[str, np.ndarray]:
+    table = Store(config.data_path).chunks_table
+    rows = table.search().select(["id", "vector"]).limit(None).to_arrow().to_pylist()
+    return {r["id"]: np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+
+def test_vector_scores_are_the_exact_cosines_and_ranking(searcher, library, index_embedder):
+    config, _ = library
+    results = searcher.search("harbour lamp at dusk", k=50, rerank=False)
+    query = index_embedder.embed(["harbour lamp at dusk"],
+                                 instruction=config.models.embedder.query_instruction)[0]
+    exact = {i: float(v @ query) for i, v in stored_vectors(config).items()}
+    assert len(results.hits) == len(exact)  # every chunk is a candidate at this size
+    for hit in results.hits:
+        assert hit.embedding_score == pytest.approx(exact[hit.id], abs=2e-3)
+    by_cosine = sorted(results.hits, key=lambda h: -h.embedding_score)
+    assert [h.id for h in by_cosine[:10]] == sorted(exact, key=lambda i: -exact[i])[:10]
+
+
+def test_keyword_match_is_found_and_fused(searcher):
+    results = searcher.search("xylophonic", k=5, rerank=False)
+    top = results.hits[0]
+    assert top.path.endswith("xylo.txt")
+    assert top.keyword_score is not None and top.keyword_score > 0
+    assert top.embedding_score is not None  # in both lists
+    assert "xylophonic" in top.snippet and top.content.startswith("A xylophonic")
+    others = [h for h in results.hits[1:] if h.keyword_score is not None]
+    assert not others  # no other chunk has the word
+
+
+def test_reciprocal_rank_fusion_order(searcher):
+    fused = searcher._fuse([(1, 0.9), (2, 0.8), (3, 0.7)], [(3, 12.0), (4, 9.0)])
+    order = [n for n, *_ in fused]
+    # 3 is in both lists (1/63 + 1/61) and beats 1 (1/61); 2 and 4 tie at 1/62 (second in
+    # their lists) and keep chunk order.
+    assert order == [3, 1, 2, 4]
+    n, cosine, bm25, score = fused[0]
+    assert (cosine, bm25) == (0.7, 12.0)
+    assert score == pytest.approx(1 / 63 + 1 / 61)
+
+
+def test_reranker_order_is_applied_with_the_real_scores(searcher, reranker, library):
+    config, _ = library
+    results = searcher.search("rope for rigging", k=7, rerank=True)
+    n = min(config.search.rerank, 7)
+    assert results.reranked == n
+    head = results.hits[:n]
+    assert all(h.rerank_score is not None for h in head)
+    assert [h.rerank_score for h in head] == sorted((h.rerank_score for h in head),
+                                                    reverse=True)
+    from kbterm.models.inputs import Image
+
+    docs = [h.content if h.modality == "text" else Image(Path(h.image_path)) for h in head]
+    direct = reranker.score("rope for rigging", docs)
+    assert [h.rerank_score for h in head] == pytest.approx(direct, abs=1e-4)
+    assert [h.rank for h in results.hits] == list(range(1, len(results.hits) + 1))
+
+
+def test_filters(searcher, library):
+    config, folder = library
+    pdf = searcher.search("boiling points", k=20, rerank=False, filters=Filters(types=("pdf",)))
+    assert pdf.hits and {h.file_type for h in pdf.hits} == {"pdf"}
+    images = searcher.search("beach", k=20, rerank=False,
+                             filters=Filters(modalities=("image",)))
+    assert {h.modality for h in images.hits} == {"image"}
+    assert {os.path.basename(h.path) for h in images.hits} == {"beach.jpeg", "small-table.pdf"}
+    page = next(h for h in images.hits if h.file_type == "pdf")
+    assert page.page == 1 and Path(page.image_path).is_file()  # the rendered page
+    under = searcher.search("rope", k=20, rerank=False,
+                            filters=Filters(paths=(str(folder / "notes"),)))
+    assert under.hits and all(h.path.startswith(str(folder / "notes") + "/")
+                              for h in under.hits)
+    glob = searcher.search("rope", k=20, rerank=False, filters=Filters(paths=("*.md",)))
+    assert {os.path.basename(h.path) for h in glob.hits} == {"tides.md", "rope.md"}
+    future = searcher.search("rope", k=20, rerank=False,
+                             filters=Filters(modified_after=time.time() + 3600))
+    assert future.hits == []
+    past = searcher.search("rope", k=20, rerank=False,
+                           filters=Filters(modified_before=time.time() + 3600))
+    assert len(past.hits) == searcher.chunk_count
+
+
+def test_image_query(searcher, library, index_embedder, corpus):
+    config, _ = library
+    results = searcher.search(image=corpus / "images" / "beach.jpeg", k=3, rerank=False)
+    assert results.hits
+    beach = next(h for h in results.hits if h.path.endswith("beach.jpeg"))
+    assert beach.modality == "image" and beach.image_path == beach.path
+    assert beach.keyword_score is None
+    from kbterm.models.inputs import Image
+
+    query = index_embedder.embed([Image(corpus / "images" / "beach.jpeg")],
+                                 instruction=config.models.embedder.query_instruction)[0]
+    stored = stored_vectors(config)[beach.id]
+    assert beach.embedding_score == pytest.approx(float(stored @ query), abs=2e-3)
+
+
+def test_fallback_to_keywords_when_the_embedder_cannot_load(library, tmp_path):
+    config, _ = library
+    broken = Embedder(ModelSpec("embedder", str(tmp_path / "no-such-model"), device="cpu"))
+    results = Searcher(config, embedder=broken).search("xylophonic", k=5, rerank=False)
+    assert len(results.warnings) == 1 and "keyword matches only" in results.warnings[0]
+    assert [os.path.basename(h.path) for h in results.hits] == ["xylo.txt"]
+    assert results.hits[0].embedding_score is None
+
+
+def test_empty_index(tmp_path, index_model_dir, index_embedder):
+    config = make_config(index_model_dir, tmp_path / "data", [])
+    with pytest.raises(NoIndex, match="kbterm index"):
+        Searcher(config, embedder=index_embedder).search("anything")
+    cfg_file = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=tmp_path / "d")
+    proc = kbterm(["--config", str(cfg_file), "search", "anything"])
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "no index yet" in err and "Traceback" not in err
+
+
+def test_cache_follows_the_index_incrementally(tmp_path, index_model_dir, index_embedder):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"n{i}.txt").write_text(f"Note {i} about the north pier.\n")
+    config = make_config(index_model_dir, tmp_path / "data", [folder])
+    run_index(config, embedder=index_embedder)
+    searcher = Searcher(config, embedder=index_embedder)
+    assert len(searcher.search("pier", k=50, rerank=False).hits) == 6
+    ids_file = tmp_path / "data" / "cache" / "ids.txt"
+    assert len(ids_file.read_text().splitlines()) == 6
+
+    (folder / "n6.txt").write_text("A new note about the south pier.\n")
+    (folder / "n0.txt").unlink()
+    run_index(config, embedder=index_embedder)
+    hits = searcher.search("pier", k=50, rerank=False).hits
+    assert sorted(os.path.basename(h.path) for h in hits) == [f"n{i}.txt" for i in range(1, 7)]
+    assert len(ids_file.read_text().splitlines()) == 7  # one appended, the dead row masked
+    # A second process (a fresh searcher) reuses the cache and agrees.
+    again = Searcher(config, embedder=index_embedder).search("pier", k=50, rerank=False).hits
+    assert [(h.id, h.embedding_score) for h in again] == [(h.id, h.embedding_score)
+                                                          for h in hits]
+    for i in range(1, 5):  # most rows dead: the cache is rewritten
+        (folder / f"n{i}.txt").unlink()
+    run_index(config, embedder=index_embedder)
+    hits = searcher.search("pier", k=50, rerank=False).hits
+    assert sorted(os.path.basename(h.path) for h in hits) == ["n5.txt", "n6.txt"]
+    assert len(ids_file.read_text().splitlines()) == 2
+
+
+def test_citations():
+    def hit(**kw):
+        base = dict(rank=1, id="x", path="/d/report.pdf", file_type="pdf", modality="text",
+                    content="", snippet="")
+        return Hit(**{**base, **kw})
+
+    assert hit(page=12).citation() == "report.pdf, page 12"
+    assert hit(path="/v/talk.mp4", start_s=83.0, end_s=113.0).citation() == \
+        "talk.mp4 @ 01:23-01:53"
+    assert hit(path="/n/a.md", line_start=4, line_end=9).citation() == "a.md, lines 4-9"
+    assert hit(path="/v/long.mp4", start_s=3725.0, end_s=3755.0).citation() == \
+        "long.mp4 @ 1:02:05-1:02:35"
+
+
+def test_search_json_shape(library, index_model_dir, tmp_path):
+    config, _ = library
+    cfg_file = write_config_file(tmp_path / "c.toml", index_model_dir,
+                                 data_dir=config.data_path)
+    proc = kbterm(["--config", str(cfg_file), "search", "rope", "-k", "3", "--json"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert set(data) >= {"query", "results", "total_time_ms"} and data["query"] == "rope"
+    assert len(data["results"]) == 3
+    for n, r in enumerate(data["results"], start=1):
+        assert r["rank"] == n
+        assert set(r) >= {"rank", "id", "content", "embedding_score", "rerank_score",
+                          "metadata"}
+        assert set(r["metadata"]) >= {"source", "page", "start_s", "end_s", "image_path"}
+        assert Path(r["metadata"]["source"]).exists()
+    assert data["results"][0]["rerank_score"] is not None
+    proc = kbterm(["--config", str(cfg_file), "search", "rope", "--no-rerank", "--type", "pdf",
+                   "--json"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert all(r["rerank_score"] is None and r["metadata"]["source"].endswith(".pdf")
+               for r in data["results"])
