@@ -360,6 +360,59 @@ def search(state: State, query: str, image: str | None, k: int, no_rerank: bool,
 
 
 @cli.command()
+@click.argument("question")
+@click.option("--image", "image", type=click.Path(exists=True, dir_okay=False),
+              help="An image the question is about (searched with the question).")
+@click.option("--path", "paths", multiple=True, help="Only evidence under this folder or glob.")
+@click.option("--type", "types", multiple=True, type=click.Choice(_FILE_TYPES),
+              help="Only evidence from this file type.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the answer, its citations and sources as JSON.")
+@click.option("--no-stream", is_flag=True, help="Print the answer when it is complete.")
+@click.pass_obj
+def ask(state: State, question: str, image: str | None, paths: tuple[str, ...],
+        types: tuple[str, ...], as_json: bool, no_stream: bool) -> None:
+    """Answer QUESTION from your files, citing them ([1] report.pdf, page 12).
+
+    Exit status: 0 answered, 1 no index or nothing relevant, 2 usage error.
+    """
+    from kbterm.answer import Asker, NoEvidence
+
+    if not question.strip():
+        raise click.UsageError("the question is empty")
+    asker = Asker(state.config)
+    filters = _filters(paths, types, (), None, None)
+    try:
+        answer = asker.prepare(question, image, filters)
+    except NoEvidence as exc:
+        if as_json:
+            click.echo(json.dumps({"question": question, "answer": None, "error": str(exc)}))
+        else:
+            click.echo(f"The knowledge base has no answer to this: {exc}.")
+        raise SystemExit(1)
+    for warning in answer.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    stream = not (as_json or no_stream)
+    try:
+        for piece in asker.stream(answer):
+            if stream:
+                click.echo(piece, nl=False)
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        answer.cancelled = True
+        click.echo("\n[stopped]", err=True)
+        if not as_json:
+            click.echo("\n\nSources:\n" + answer.sources_text())
+        raise SystemExit(130)
+    if as_json:
+        click.echo(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        return
+    if not stream:
+        click.echo(answer.text.strip(), nl=False)
+    click.echo("\n\nSources:\n" + answer.sources_text())
+
+
+@cli.command()
 @click.argument("folders", nargs=-1,
                 type=click.Path(exists=True, file_okay=False, dir_okay=True))
 @click.option("--detach", is_flag=True,

@@ -146,6 +146,16 @@ class SearchConfig:
 
 
 @dataclass
+class AskConfig:
+    """``kbterm ask``: which hits become the answer's evidence."""
+
+    evidence: int = 6
+    max_images: int = 3
+    evidence_chars: int = 12000
+    min_rerank_score: float = 0.5
+
+
+@dataclass
 class Config:
     """The whole configuration; ``source`` is the file it was read from (None: defaults)."""
 
@@ -155,6 +165,7 @@ class Config:
     indexing: IndexingConfig = field(default_factory=IndexingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    ask: AskConfig = field(default_factory=AskConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -321,6 +332,13 @@ def _check_values(config: Config, where: str) -> None:
         raise bad("indexing.video_segment_seconds", f"must be between 1 and 600, not {seg:g}")
     if config.indexing.keep_versions_seconds < 0:
         raise bad("indexing.keep_versions_seconds", "must not be negative")
+    a = config.ask
+    for key, value, low in [("ask.evidence", a.evidence, 1), ("ask.max_images", a.max_images, 0),
+                            ("ask.evidence_chars", a.evidence_chars, 200)]:
+        if value < low:
+            raise bad(key, f"must be at least {low}, not {value}")
+    if not 0 <= a.min_rerank_score < 1:
+        raise bad("ask.min_rerank_score", f"must be between 0 and 1, not {a.min_rerank_score:g}")
     w = config.watch
     if not 0 <= w.debounce_seconds <= 60:
         raise bad("watch.debounce_seconds", f"must be between 0 and 60, not {w.debounce_seconds:g}")

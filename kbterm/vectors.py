@@ -190,6 +190,16 @@ def scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     return torch.mv(m, q).float().numpy()
 
 
+def rescore(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """float32 cosines of ``query`` with the given rows (their float16 values, widened)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return np.asarray(matrix[rows], dtype=np.float32) @ query.astype(np.float32)
+    block = torch.from_numpy(np.ascontiguousarray(matrix[rows])).float()
+    return (block @ torch.from_numpy(query.astype(np.float32))).numpy()
+
+
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` largest finite values, best first."""
     finite = np.isfinite(values)
@@ -218,6 +228,6 @@ def nearest(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray, n: int,
     if allowed is not None:
         sims = np.where(allowed, sims, -np.inf)
     pool = top_k(sims, max(4 * n, 256))
-    exact = np.asarray(matrix[rows[pool]], dtype=np.float32) @ query.astype(np.float32)
+    exact = rescore(matrix, rows[pool], query)
     order = np.argsort(-exact, kind="stable")[:n]
     return [(int(pool[i]), float(exact[i])) for i in order]

@@ -242,3 +242,91 @@ def test_search_json_shape(library, index_model_dir, tmp_path):
     data = json.loads(out)
     assert all(r["rerank_score"] is None and r["metadata"]["source"].endswith(".pdf")
                for r in data["results"])
+
+
+# --------------------------------------------------------------------------- ask
+
+
+def test_evidence_selection_budget_and_relevance(library, searcher):
+    from dataclasses import replace as dc_replace
+
+    from kbterm.answer import select_evidence
+
+    config, _ = library
+    results = searcher.search("rope", k=7, rerank=False)
+    for i, hit in enumerate(results.hits):
+        hit.rerank_score = 0.9 if i % 2 == 0 else 0.1  # odd ones "irrelevant"
+    ask = dc_replace(config.ask, evidence=3, max_images=1, min_rerank_score=0.5)
+    chosen = select_evidence(results, dc_replace(config, ask=ask))
+    assert len(chosen) <= 3
+    assert all(h.rerank_score == 0.9 for h in chosen)
+    assert sum(h.modality != "text" for h in chosen) <= 1
+    assert [h.rank for h in chosen] == sorted(h.rank for h in chosen)
+
+
+def test_citations_are_checked_against_the_evidence():
+    from kbterm.answer import Answer
+
+    hits = [Hit(rank=i, id=str(i), path=f"/d/f{i}.pdf", file_type="pdf", modality="text",
+                content="", snippet="", page=i) for i in (1, 2, 3)]
+    answer = Answer("q", evidence=hits, text="Tides rise [2]. Also [9] and [2][1].")
+    assert answer.citations == [2, 1]  # [9] is not evidence
+    assert answer.sources_text() == "[2] f2.pdf, page 2\n[1] f1.pdf, page 1"
+    assert Answer("q", evidence=hits, text="No citations.").sources_text().count("\n") == 2
+
+
+def test_ask_streams_an_answer_with_sources(library, searcher, generator):
+    from kbterm.answer import Asker
+
+    config, _ = library
+    from dataclasses import replace as dc_replace
+
+    config = dc_replace(config, ask=dc_replace(config.ask, min_rerank_score=0.0))
+    asker = Asker(config, searcher=searcher, generator=generator)
+    answer = asker.prepare("What do spring tides follow?")
+    assert 1 <= len(answer.evidence) <= config.ask.evidence
+    pieces = list(asker.stream(answer))
+    assert len(pieces) >= 2 and "".join(pieces) == answer.text  # streamed in pieces
+    data = answer.to_json()
+    assert [s["n"] for s in data["sources"]] == list(range(1, len(answer.evidence) + 1))
+    assert all(Path(s["source"]).exists() for s in data["sources"])
+    assert set(data["citations"]) <= {s["n"] for s in data["sources"]}
+
+
+def test_ask_without_relevant_evidence_says_so(library, searcher, generator):
+    from dataclasses import replace as dc_replace
+
+    from kbterm.answer import Asker, NoEvidence
+
+    config, _ = library
+    strict = dc_replace(config, ask=dc_replace(config.ask, min_rerank_score=0.999))
+    calls = generator.last_generated_tokens
+    with pytest.raises(NoEvidence, match="relevant"):
+        Asker(strict, searcher=searcher, generator=generator).prepare("anything at all")
+    assert generator.last_generated_tokens == calls  # nothing generated
+
+
+def test_ask_cli(library, index_model_dir, tmp_path):
+    config, _ = library
+    cfg_file = write_config_file(tmp_path / "c.toml", index_model_dir,
+                                 "[ask]\nmin_rerank_score = 0.0\n", data_dir=config.data_path,
+                                 generator="max_new_tokens = 8\n")
+    text = cfg_file.read_text()
+    proc = kbterm(["--config", str(cfg_file), "ask", "What follows the new moon?", "--json"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["question"] == "What follows the new moon?" and isinstance(data["answer"], str)
+    assert data["sources"] and all(Path(s["source"]).exists() for s in data["sources"])
+    proc = kbterm(["--config", str(cfg_file), "ask", "What follows the new moon?"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "\n\nSources:\n[1] " in out
+    strict = tmp_path / "strict.toml"
+    strict.write_text(text.replace("min_rerank_score = 0.0", "min_rerank_score = 0.999"))
+    proc = kbterm(["--config", str(strict), "ask", "What follows the new moon?"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "no answer" in out
+    proc = kbterm(["--config", str(cfg_file), "ask", ""])
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
