@@ -393,11 +393,17 @@ def ask(state: State, question: str, image: str | None, paths: tuple[str, ...],
     for warning in answer.warnings:
         click.echo(f"warning: {warning}", err=True)
     stream = not (as_json or no_stream)
+    from kbterm.answer import GeneratorMissing
+
     try:
         for piece in asker.stream(answer):
             if stream:
                 click.echo(piece, nl=False)
                 sys.stdout.flush()
+    except GeneratorMissing:
+        # Still useful: the sources an answer would have come from.
+        click.echo("Most relevant sources:\n" + answer.sources_text(), err=True)
+        raise
     except KeyboardInterrupt:
         answer.cancelled = True
         click.echo("\n[stopped]", err=True)

@@ -173,6 +173,10 @@ class Searcher:
         self._rows = np.zeros(0, dtype=np.int64)  # matrix row of each live chunk
         self._mtime: dict[str, int] = {}
         self._index_of: dict[str, int] = {}
+        self._file_of: np.ndarray | None = None  # file of each live chunk (filters)
+        self._files: np.ndarray = np.zeros(0, dtype=object)
+        self._file_types: dict[str, str] = {}
+        self._modality: np.ndarray = np.zeros(0, dtype=object)
 
     # ------------------------------------------------------------------ models
 
@@ -211,6 +215,7 @@ class Searcher:
         self._rows = self.cache.sync([r["id"] for r in meta_rows], dim, identity)
         self._meta = meta_rows
         self._index_of = {r["id"]: n for n, r in enumerate(meta_rows)}
+        self._file_of = None
         self._mtime = {r.path: r.mtime_ns for r in ledger.values()
                        if r.status == STATUS_INDEXED}
         self._version = version
@@ -220,26 +225,30 @@ class Searcher:
         return len(self._meta)
 
     def _allowed(self, filters: Filters) -> np.ndarray | None:
-        """Mask over the live chunks that pass ``filters`` (None: all pass)."""
+        """Mask over the live chunks that pass ``filters`` (None: all pass).  Decided per
+        file, then spread to its chunks: cheap at 100,000 chunks."""
         if not filters.active():
             return None
-        after = filters.modified_after
-        before = filters.modified_before
-        mask = np.zeros(len(self._meta), dtype=bool)
-        for n, r in enumerate(self._meta):
-            if filters.types and r["file_type"] not in filters.types:
+        if self._file_of is None:
+            paths = [r["path"] for r in self._meta]
+            self._files, self._file_of = np.unique(np.asarray(paths, dtype=object),
+                                                   return_inverse=True)
+            self._file_types = {r["path"]: r["file_type"] for r in self._meta}
+            self._modality = np.asarray([r["modality"] for r in self._meta], dtype=object)
+        after, before = filters.modified_after, filters.modified_before
+        keep_file = np.zeros(len(self._files), dtype=bool)
+        for n, path in enumerate(self._files):
+            if filters.types and self._file_types[path] not in filters.types:
                 continue
-            if filters.modalities and r["modality"] not in filters.modalities:
+            mtime = self._mtime.get(path, 0) / 1e9
+            if after is not None and mtime < after:
                 continue
-            if after is not None or before is not None:
-                mtime = self._mtime.get(r["path"], 0) / 1e9
-                if after is not None and mtime < after:
-                    continue
-                if before is not None and mtime >= before:
-                    continue
-            if not filters.match_path(r["path"]):
+            if before is not None and mtime >= before:
                 continue
-            mask[n] = True
+            keep_file[n] = filters.match_path(path)
+        mask = keep_file[self._file_of]
+        if filters.modalities:
+            mask &= np.isin(self._modality, list(filters.modalities))
         return mask
 
     # ------------------------------------------------------------------ search
@@ -279,17 +288,20 @@ class Searcher:
         fused = self._fuse(vector_list, keyword_list)
         results.timings_ms["retrieve"] = (time.perf_counter() - t) * 1000
 
-        top = fused[: max(k, 0)]
-        hits = self._hits(top, text)
+        # The reranker sees the best search.rerank fused candidates even when fewer results
+        # are asked for: it may promote the 15th to the top.
+        n_rerank = self.config.search.rerank if rerank else 0
+        hits = self._hits(fused[: max(k, n_rerank)], text)
         t = time.perf_counter()
-        n_rerank = min(self.config.search.rerank, len(hits)) if rerank else 0
+        n_rerank = min(n_rerank, len(hits))
         if n_rerank:
             try:
                 self._rerank(text, image, hits, n_rerank)
-                results.reranked = n_rerank
+                results.reranked = min(n_rerank, k)
             except KbtermError as exc:
                 results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
         results.timings_ms["rerank"] = (time.perf_counter() - t) * 1000
+        hits = hits[:k]
         for rank, hit in enumerate(hits, start=1):
             hit.rank = rank
         results.hits = hits

@@ -103,7 +103,7 @@ def test_reranker_order_is_applied_with_the_real_scores(searcher, reranker, libr
     config, _ = library
     results = searcher.search("rope for rigging", k=7, rerank=True)
     n = min(config.search.rerank, 7)
-    assert results.reranked == n
+    assert results.reranked == n and len(results.hits) == 7
     head = results.hits[:n]
     assert all(h.rerank_score is not None for h in head)
     assert [h.rerank_score for h in head] == sorted((h.rerank_score for h in head),
@@ -114,6 +114,9 @@ def test_reranker_order_is_applied_with_the_real_scores(searcher, reranker, libr
     direct = reranker.score("rope for rigging", docs)
     assert [h.rerank_score for h in head] == pytest.approx(direct, abs=1e-4)
     assert [h.rank for h in results.hits] == list(range(1, len(results.hits) + 1))
+    # Fewer results asked for: the reranker still sees the same candidates.
+    two = searcher.search("rope for rigging", k=2, rerank=True)
+    assert [h.id for h in two.hits] == [h.id for h in results.hits[:2]]
 
 
 def test_filters(searcher, library):
@@ -330,3 +333,10 @@ def test_ask_cli(library, index_model_dir, tmp_path):
     proc = kbterm(["--config", str(cfg_file), "ask", ""])
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
+    missing = tmp_path / "missing.toml"
+    missing.write_text(text.replace(f'[models.generator]\nmodel = "{index_model_dir}"',
+                                    f'[models.generator]\nmodel = "{tmp_path / "nope"}"'))
+    proc = kbterm(["--config", str(missing), "ask", "What follows the new moon?"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in err
+    assert "kbterm pull generator" in err and "Most relevant sources:\n[1] " in err
