@@ -212,7 +212,12 @@ class Searcher:
         meta = self.store.read_meta()
         dim = meta.dimension if meta is not None else 0
         identity = f"{meta.embedding_model}:{meta.created_at}" if meta is not None else ""
-        self._rows = self.cache.sync([r["id"] for r in meta_rows], dim, identity)
+        rows = self.cache.sync([r["id"] for r in meta_rows], dim, identity)
+        present = rows >= 0
+        if not present.all():  # replaced while we read: the next refresh sees the new rows
+            meta_rows = [r for r, ok in zip(meta_rows, present) if ok]
+            rows = rows[present]
+        self._rows = rows
         self._meta = meta_rows
         self._index_of = {r["id"]: n for n, r in enumerate(meta_rows)}
         self._file_of = None

@@ -41,35 +41,45 @@ class VectorCache:
         self.position: dict[str, int] = {}
         self.dim = 0
         self.identity = ""
+        self._generation = ""
         self._matrix: np.ndarray | None = None
 
     # ------------------------------------------------------------------ files
-
-    @property
-    def _vectors_path(self) -> Path:
-        return self.folder / "vectors.f16"
-
-    @property
-    def _ids_path(self) -> Path:
-        return self.folder / "ids.txt"
+    #
+    # <cache>/vectors.json names the current generation folder (v-<token>/ with vectors.f16 and
+    # ids.txt).  A rewrite fills a new folder and then replaces vectors.json in one rename, so
+    # a crash never pairs one generation's ids with another's vectors.  Appends go to the
+    # current folder: vectors first, then ids; the shorter of the two decides how many rows
+    # exist, and the next append first cuts the vectors file back to that.
 
     @property
     def _state_path(self) -> Path:
         return self.folder / "vectors.json"
 
+    @property
+    def _vectors_path(self) -> Path:
+        return self.folder / self._generation / "vectors.f16"
+
+    @property
+    def _ids_path(self) -> Path:
+        return self.folder / self._generation / "ids.txt"
+
     def _read(self) -> None:
         """Load the ids (cheap) and map the matrix (lazy) as they are on disk."""
-        self.ids, self.position, self._matrix = [], {}, None
+        self.ids, self.position, self._matrix, self._generation = [], {}, None, ""
         try:
             state = json.loads(self._state_path.read_text(encoding="utf-8"))
             dim, identity = int(state["dim"]), str(state["identity"])
+            self._generation = str(state["generation"])
             ids = self._ids_path.read_text(encoding="utf-8").split("\n")[:-1]
             rows = self._vectors_path.stat().st_size // (2 * dim)
         except (OSError, ValueError, KeyError, ZeroDivisionError):
+            self._generation = ""
             return
         if dim != self.dim or identity != self.identity:
+            self._generation = ""
             return
-        ids = ids[:rows]  # a torn append: the shorter of the two files decides
+        ids = ids[:rows]
         self.ids = ids
         self.position = {i: n for n, i in enumerate(ids)}
 
@@ -99,13 +109,15 @@ class VectorCache:
                 self._read()
                 missing = [i for i in live_ids if i not in self.position]
                 dead = len(self.ids) - (len(live_ids) - len(missing))
-                if not self.ids or dead > COMPACT_DEAD_FRACTION * (len(self.ids) + len(missing)):
+                if not self._generation or \
+                        dead > COMPACT_DEAD_FRACTION * (len(self.ids) + len(missing)):
                     self._rewrite(live_ids)
                 elif missing:
                     self._append(missing)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        return np.fromiter((self.position[i] for i in live_ids), dtype=np.int64,
+        # -1: a chunk whose vector was gone when fetched (a writer replaced it meanwhile).
+        return np.fromiter((self.position.get(i, -1) for i in live_ids), dtype=np.int64,
                            count=len(live_ids))
 
     def _fetch(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -139,7 +151,9 @@ class VectorCache:
         got, vectors = self._fetch(ids)
         if not got:
             return
-        with open(self._vectors_path, "ab") as fh:
+        with open(self._vectors_path, "r+b") as fh:
+            fh.truncate(len(self.ids) * 2 * self.dim)  # drop a torn append's extra bytes
+            fh.seek(0, os.SEEK_END)
             fh.write(np.ascontiguousarray(vectors).tobytes())
         with open(self._ids_path, "a", encoding="utf-8") as fh:
             fh.write("".join(i + "\n" for i in got))
@@ -149,19 +163,24 @@ class VectorCache:
         self._matrix = None
 
     def _rewrite(self, ids: Sequence[str]) -> None:
+        import shutil
+        import uuid
+
         got, vectors = self._fetch(ids)
-        tmp = self.folder / f".vectors.{os.getpid()}.tmp"
-        tmp_ids = self.folder / f".ids.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(np.ascontiguousarray(vectors).tobytes())
-        tmp_ids.write_text("".join(i + "\n" for i in got), encoding="utf-8")
+        generation = f"v-{uuid.uuid4().hex[:12]}"
+        folder = self.folder / generation
+        folder.mkdir()
+        (folder / "vectors.f16").write_bytes(np.ascontiguousarray(vectors).tobytes())
+        (folder / "ids.txt").write_text("".join(i + "\n" for i in got), encoding="utf-8")
         state = self.folder / f".state.{os.getpid()}.tmp"
-        state.write_text(json.dumps({"dim": self.dim, "identity": self.identity}),
-                         encoding="utf-8")
-        # Readers map the old files until they refresh; replacing keeps their inodes alive.
-        os.replace(tmp, self._vectors_path)
-        os.replace(tmp_ids, self._ids_path)
+        state.write_text(json.dumps({"dim": self.dim, "identity": self.identity,
+                                     "generation": generation}), encoding="utf-8")
         os.replace(state, self._state_path)
+        # Processes that mapped an old generation keep its inodes until they refresh.
+        for old in self.folder.glob("v-*"):
+            if old.name != generation:
+                shutil.rmtree(old, ignore_errors=True)
+        self._generation = generation
         self.ids = list(got)
         self.position = {i: n for n, i in enumerate(got)}
         self._matrix = None

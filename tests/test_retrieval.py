@@ -186,15 +186,27 @@ def test_cache_follows_the_index_incrementally(tmp_path, index_model_dir, index_
     run_index(config, embedder=index_embedder)
     searcher = Searcher(config, embedder=index_embedder)
     assert len(searcher.search("pier", k=50, rerank=False).hits) == 6
-    ids_file = tmp_path / "data" / "cache" / "ids.txt"
-    assert len(ids_file.read_text().splitlines()) == 6
+    def ids_lines() -> int:
+        state = json.loads((tmp_path / "data" / "cache" / "vectors.json").read_text())
+        return len((tmp_path / "data" / "cache" / state["generation"] / "ids.txt")
+                   .read_text().splitlines())
 
+    assert ids_lines() == 6
+
+    # A torn append (vectors written, ids not) leaves stray bytes: the next append cuts them.
+    state = json.loads((tmp_path / "data" / "cache" / "vectors.json").read_text())
+    with open(tmp_path / "data" / "cache" / state["generation"] / "vectors.f16", "ab") as fh:
+        fh.write(b"\x7f" * 1000)
     (folder / "n6.txt").write_text("A new note about the south pier.\n")
     (folder / "n0.txt").unlink()
     run_index(config, embedder=index_embedder)
     hits = searcher.search("pier", k=50, rerank=False).hits
     assert sorted(os.path.basename(h.path) for h in hits) == [f"n{i}.txt" for i in range(1, 7)]
-    assert len(ids_file.read_text().splitlines()) == 7  # one appended, the dead row masked
+    assert ids_lines() == 7  # one appended, the dead row masked
+    query = index_embedder.embed(["pier"], instruction=config.models.embedder.query_instruction)[0]
+    exact = {i: float(v @ query) for i, v in stored_vectors(config).items()}
+    for h in hits:
+        assert h.embedding_score == pytest.approx(exact[h.id], abs=2e-3)
     # A second process (a fresh searcher) reuses the cache and agrees.
     again = Searcher(config, embedder=index_embedder).search("pier", k=50, rerank=False).hits
     assert [(h.id, h.embedding_score) for h in again] == [(h.id, h.embedding_score)
@@ -204,7 +216,8 @@ def test_cache_follows_the_index_incrementally(tmp_path, index_model_dir, index_
     run_index(config, embedder=index_embedder)
     hits = searcher.search("pier", k=50, rerank=False).hits
     assert sorted(os.path.basename(h.path) for h in hits) == ["n5.txt", "n6.txt"]
-    assert len(ids_file.read_text().splitlines()) == 2
+    assert ids_lines() == 2
+    assert len(list((tmp_path / "data" / "cache").glob("v-*"))) == 1
 
 
 def test_citations():
