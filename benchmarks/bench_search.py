@@ -8,6 +8,8 @@ run on the same machine.
     recall@10 of each against exact float64 search.  Queries are noisy copies of random
     chunks (cosine about 0.7 with their source; the other nine neighbours are near-ties, the
     hard case for any shortcut).  Run at 100,000 and 1,000,000 chunks.
+    The keyword half (``--only k``): LanceDB's BM25 index over N chunks of ~80 words, 100
+    candidates per 3-word query.
 (b) ``kbterm search`` end to end with the small random model on a small real index (the shared
     corpus's text files, images and a PDF): per-query time split into embed / retrieve /
     rerank (median of warm queries in one process), and one cold CLI run (Python, imports and
@@ -15,6 +17,7 @@ run on the same machine.
 
     python benchmarks/bench_search.py                      # both, 100k and 1M
     python benchmarks/bench_search.py --only a --sizes 100000 --queries 50
+    python benchmarks/bench_search.py --only k        # the keyword half of (a) alone
 """
 
 from __future__ import annotations
@@ -157,6 +160,48 @@ def bench_vectors(n: int, queries: int, lancedb_queries: int, work: Path) -> dic
             "numpy_f32": summary(n_times, n_recall), "lancedb_flat": summary(l_times, l_recall)}
 
 
+def bench_keywords(n: int, queries: int, work: Path) -> dict:
+    """BM25 candidates from LanceDB's full-text index over ``n`` chunks of ~80 words (words
+    drawn Zipf-like from a 20,000-word vocabulary), as the searcher asks for them."""
+    import lancedb
+    import pyarrow as pa
+    from lancedb.index import FTS
+
+    rng = np.random.default_rng(7)
+    vocab = np.array([f"w{i}{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}" for i in range(20000)])
+    ranks = np.arange(1, len(vocab) + 1)
+    p = (1 / ranks) / (1 / ranks).sum()
+    db = lancedb.connect(str(work / f"fts-{n}"))
+    table = None
+    for start in range(0, n, 50000):
+        m = min(50000, n - start)
+        words = vocab[rng.choice(len(vocab), size=(m, 80), p=p)]
+        texts = [" ".join(row) for row in words]
+        data = pa.table({"id": pa.array([str(i) for i in range(start, start + m)]),
+                         "text": pa.array(texts)})
+        table = db.create_table("t", data=data) if table is None else table
+        if start:
+            table.add(data)
+    t = time.perf_counter()
+    table.create_index("text", config=FTS(), replace=True)
+    build = time.perf_counter() - t
+    qs = [" ".join(vocab[rng.choice(len(vocab), 3, p=p)]) for _ in range(queries)]
+
+    def search(q: str) -> int:
+        return len(table.search(q, query_type="fts").select(["id", "_score"])
+                   .limit(CANDIDATES).to_list())
+
+    search(qs[0])
+    times: list[float] = []
+    for q in qs:
+        s = time.perf_counter()
+        search(q)
+        times.append(time.perf_counter() - s)
+    shutil.rmtree(work / f"fts-{n}", ignore_errors=True)
+    return {"chunks": n, "p50_ms": 1000 * statistics.median(times),
+            "p95_ms": 1000 * float(np.percentile(times, 95)), "index_build_s": build}
+
+
 def bench_end_to_end(work: Path, queries: int) -> dict:
     from kbterm.config import config_from_dict
     from kbterm.indexer import Indexer
@@ -211,12 +256,12 @@ def bench_end_to_end(work: Path, queries: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["a", "b"], action="append")
+    parser.add_argument("--only", choices=["a", "b", "k"], action="append")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--lancedb-queries", type=int, default=5)
     args = parser.parse_args()
-    only = set(args.only or ["a", "b"])
+    only = set(args.only or ["a", "k", "b"])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -234,6 +279,14 @@ def main() -> None:
                       f"{k['recall_at_10']:.3f}); NumPy f32 {npy['p50_ms']:.1f} ms "
                       f"({npy['recall_at_10']:.3f}); LanceDB flat {lance['p50_ms']:.0f} ms "
                       f"({lance['recall_at_10']:.3f})", flush=True)
+        if "k" in only:
+            report["keywords"] = []
+            for n in args.sizes:
+                r = bench_keywords(n, args.queries, work)
+                report["keywords"].append(r)
+                print(f"(a) {n:,} chunks, BM25 (LanceDB FTS) {CANDIDATES} candidates: p50 "
+                      f"{r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms (index built in "
+                      f"{r['index_build_s']:.1f} s)", flush=True)
         if "b" in only:
             report["end_to_end"] = r = bench_end_to_end(work, args.queries)
             w = r["warm_ms"]
