@@ -142,6 +142,7 @@ def clock(seconds: float) -> str:
 @dataclass
 class Results:
     query: str
+    image: str | None = None
     hits: list[Hit] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -261,13 +262,23 @@ class Searcher:
     def search(self, text: str = "", image: str | Path | None = None, *, k: int = 10,
                rerank: bool = True, filters: Filters | None = None,
                candidates: int | None = None) -> Results:
-        """Ranked hits for ``text`` and/or ``image``."""
+        """Ranked hits for ``text`` and/or ``image`` (:meth:`retrieve`, then :meth:`rerank`)."""
+        results = self.retrieve(text, image, k=k, rerank=rerank, filters=filters,
+                                candidates=candidates)
+        return self.rerank(results, k=k, enabled=rerank)
+
+    def retrieve(self, text: str = "", image: str | Path | None = None, *, k: int = 10,
+                 rerank: bool = True, filters: Filters | None = None,
+                 candidates: int | None = None) -> Results:
+        """Fused vector + keyword hits, not reranked yet: the best ``k`` (or, when ``rerank``,
+        the ``search.rerank`` candidates the reranker will see, if more).  The TUI shows these
+        at once and re-sorts when :meth:`rerank` returns."""
         if not text.strip() and image is None:
             raise InputError("empty query: give text, an image (--image), or both")
         if image is not None and not Path(image).is_file():
             raise InputError(f"{image}: no such image file")
         filters = filters or Filters()
-        results = Results(query=text)
+        results = Results(query=text, image=str(image) if image is not None else None)
         t = time.perf_counter()
         self.refresh()
         results.timings_ms["refresh"] = (time.perf_counter() - t) * 1000
@@ -292,16 +303,22 @@ class Searcher:
         keyword_list = self._keyword(text, n_candidates, allowed) if text.strip() else []
         fused = self._fuse(vector_list, keyword_list)
         results.timings_ms["retrieve"] = (time.perf_counter() - t) * 1000
-
         # The reranker sees the best search.rerank fused candidates even when fewer results
         # are asked for: it may promote the 15th to the top.
         n_rerank = self.config.search.rerank if rerank else 0
-        hits = self._hits(fused[: max(k, n_rerank)], text)
+        results.hits = self._hits(fused[: max(k, n_rerank)], text)
+        for rank, hit in enumerate(results.hits, start=1):
+            hit.rank = rank
+        return results
+
+    def rerank(self, results: Results, *, k: int = 10, enabled: bool = True) -> Results:
+        """Rerank the head of ``results`` (from :meth:`retrieve`) and keep the best ``k``."""
+        hits = list(results.hits)
         t = time.perf_counter()
-        n_rerank = min(n_rerank, len(hits))
+        n_rerank = min(self.config.search.rerank, len(hits)) if enabled else 0
         if n_rerank:
             try:
-                self._rerank(text, image, hits, n_rerank)
+                self._rerank(results.query, results.image, hits, n_rerank)
                 results.reranked = min(n_rerank, k)
             except KbtermError as exc:
                 results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
