@@ -46,7 +46,12 @@ def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
                         format="%(levelname)s %(name)s: %(message)s")
     ctx.obj = State(config_path)
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            click.echo(ctx.get_help())  # not a terminal: the app cannot run; say what can
+            return
+        from kbterm.tui.app import run
+
+        run(ctx.obj.config)
 
 
 @cli.command()

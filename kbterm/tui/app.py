@@ -1,0 +1,405 @@
+"""The kbterm TUI: search as you type, reranked results, a preview of each source.
+
+The app is a view over the headless core: :class:`~kbterm.retrieval.Searcher` does the work in
+thread workers, and widgets only display what it returns.  The first frame needs no model and
+no index read; models warm in the background with an indicator in the status bar.
+
+Search as you type: a keystroke restarts a 200 ms debounce; when it fires, the query gets a
+sequence number and a worker retrieves fused vector + keyword hits (shown at once), then
+reranks them (the list re-sorts; reranked hits are marked).  A result whose sequence number is
+not the latest is dropped, so a stale list never replaces a newer one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Input, ListItem, ListView, Static
+
+if TYPE_CHECKING:
+    from kbterm.config import Config
+    from kbterm.retrieval import Hit, Results, Searcher
+
+DEBOUNCE_SECONDS = 0.2
+RESULTS = 20
+ICONS = {"text": "¶", "image": "▣", "video": "▶"}
+STATUS_SECONDS = 2.0
+
+
+def highlight(text: str, query: str) -> Text:
+    """``text`` with the query's words (3+ letters) in bold yellow."""
+    out = Text(text)
+    words = {w for w in re.findall(r"\w{3,}", query.lower())}
+    if words:
+        pattern = re.compile("|".join(re.escape(w) for w in sorted(words, key=len,
+                                                                      reverse=True)),
+                             re.IGNORECASE)
+        for m in pattern.finditer(text):
+            out.stylize("bold yellow", m.start(), m.end())
+    return out
+
+
+class ResultItem(ListItem):
+    """One hit in the results list."""
+
+    def __init__(self, hit: "Hit", query: str, reranked: bool) -> None:
+        super().__init__()
+        self.hit = hit
+        self.query = query
+        self.reranked = reranked
+
+    def compose(self) -> ComposeResult:
+        hit = self.hit
+        head = Text()
+        head.append(f"{hit.rank:>2} ", style="dim")
+        head.append(("★ " if self.reranked and hit.rerank_score is not None else "  "),
+                    style="green")
+        head.append(f"{ICONS.get(hit.modality, '·')} ", style="cyan")
+        head.append(hit.citation(), style="bold")
+        scores = []
+        if hit.embedding_score is not None:
+            scores.append(f"cos {hit.embedding_score:.2f}")
+        if hit.rerank_score is not None:
+            scores.append(f"rr {hit.rerank_score:.2f}")
+        if scores:
+            head.append("  " + " ".join(scores), style="dim")
+        body = highlight(hit.snippet.replace("\n", " ")[:160], self.query)
+        body.stylize("grey70")
+        yield Static(head, classes="hit-head")
+        yield Static(body, classes="hit-snippet")
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key binding (``?``)."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
+
+    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = bindings
+
+    def compose(self) -> ComposeResult:
+        text = Text("kbterm keys\n\n", style="bold")
+        for key, what in self.rows:
+            text.append(f"  {key:<14}", style="bold cyan")
+            text.append(f"{what}\n")
+        text.append("\nType to search; results refresh as you type.", style="dim")
+        yield Static(text, id="help")
+
+
+class KbtermApp(App[None]):
+    """``kbterm`` with no arguments."""
+
+    TITLE = "kbterm"
+    CSS = """
+    Screen { layout: vertical; }
+    #query { dock: top; margin: 0 0; }
+    #main { height: 1fr; }
+    #results { width: 1fr; min-width: 30; border: round $primary-darken-2; }
+    #preview-pane { width: 1fr; border: round $primary-darken-2; }
+    #preview-title { height: auto; padding: 0 1; text-style: bold; }
+    #preview-text { padding: 0 1; }
+    #preview-image { height: 1fr; width: 1fr; }
+    #message { padding: 1 2; color: $text-muted; }
+    #status { dock: bottom; height: 1; background: $boost; padding: 0 1; }
+    .hit-snippet { padding-left: 5; }
+    ResultItem { height: auto; padding: 0 0 1 0; }
+    HelpScreen { align: center middle; }
+    #help { width: 64; height: auto; border: round $primary; padding: 1 2; background: $panel; }
+    """
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit"),
+        Binding("question_mark", "help", "Keys", key_display="?"),
+        Binding("escape", "focus_query", "Search box", show=False),
+        Binding("down", "focus_results", "Results", show=False),
+        Binding("ctrl+o", "open_source", "Open source"),
+        Binding("ctrl+r", "refresh_status", "Refresh status", show=False),
+    ]
+    KEYS = [("type", "search (debounced 200 ms)"), ("↓ / ↑", "move through results"),
+            ("enter", "preview the selected hit"), ("ctrl+o", "open the source (page/line)"),
+            ("escape", "back to the search box"), ("?", "this help"), ("ctrl+q", "quit")]
+
+    def __init__(self, config: "Config", *, searcher: "Searcher | None" = None) -> None:
+        super().__init__()
+        self.config = config
+        self._searcher = searcher
+        self._searcher_lock = threading.Lock()
+        self.seq = 0  # the latest query's number
+        self.shown_seq = 0  # the query whose results are on screen
+        self.results: "Results | None" = None
+        self._timer: Any = None
+        self.model_state = "models load on first search"
+        self.last_error = ""
+        self.index_state = ""
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Input(placeholder="Search your files…  (? for keys)", id="query")
+        with Horizontal(id="main"):
+            with Vertical(id="results-pane"):
+                yield Static("", id="message")
+                yield ListView(id="results")
+            with Vertical(id="preview-pane"):
+                yield Static("", id="preview-title")
+                yield VerticalScroll(Static("", id="preview-text"), id="preview-scroll")
+        yield Static("", id="status")
+
+    def on_mount(self) -> None:
+        self.query_one("#query", Input).focus()
+        self._update_index_state()
+        self._render_status()
+        self.set_interval(STATUS_SECONDS, self._render_status)
+        if self.index_state == "empty":
+            self._message(
+                "No index yet.\n\nAdd folders with  kbterm index ~/Documents\n"
+                "or list them under [library] in the config and run  kbterm watch --detach\n"
+                f"(data folder: {self.config.data_path})")
+        else:
+            self._message("Type to search.")
+            self._warm()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def searcher(self) -> "Searcher":
+        with self._searcher_lock:
+            if self._searcher is None:
+                from kbterm.retrieval import Searcher
+
+                self._searcher = Searcher(self.config)
+            return self._searcher
+
+    def _update_index_state(self) -> None:
+        from kbterm.store import Store
+
+        store = Store(self.config.data_path)
+        self.index_state = "ready" if store.exists else "empty"
+
+    def _message(self, text: str) -> None:
+        message = self.query_one("#message", Static)
+        message.update(text)
+        message.display = bool(text)
+
+    def _render_status(self) -> None:
+        from kbterm.watchstate import read_state
+
+        parts = []
+        if self.results is not None or self._searcher is not None:
+            n = self._searcher.chunk_count if self._searcher is not None else 0
+            if n:
+                parts.append(f"{n:,} chunks")
+        watcher = read_state(self.config.data_path)
+        parts.append("watch: " + (watcher.summary() if watcher else "not running"))
+        parts.append(self.model_state)
+        if self.last_error:
+            parts.append(f"[red]{self.last_error}[/]")
+        self.query_one("#status", Static).update(" │ ".join(parts))
+
+    @work(thread=True, group="warm", exit_on_error=False)
+    def _warm(self) -> None:
+        """Load the embedder (and the vector cache) in the background."""
+        from kbterm.errors import KbtermError
+
+        self.call_from_thread(self._set_model_state, "loading models…")
+        try:
+            searcher = self.searcher
+            searcher.refresh()
+            embedder = searcher.embedder
+            embedder.load()
+            runtime = embedder.runtime
+            where = f"{runtime.device} {runtime.dtype}" if runtime is not None else ""
+            self.call_from_thread(self._set_model_state,
+                                  f"{os.path.basename(embedder.spec.model)} ({where})")
+        except KbtermError as exc:
+            self.call_from_thread(self._set_model_state, "embedder unavailable: keyword search")
+            self.call_from_thread(self._set_error, str(exc))
+
+    def _set_model_state(self, text: str) -> None:
+        self.model_state = text
+        self._render_status()
+
+    def _set_error(self, text: str) -> None:
+        self.last_error = text
+        self._render_status()
+
+    # ------------------------------------------------------------------ search
+
+    @on(Input.Changed, "#query")
+    def _query_changed(self, event: Input.Changed) -> None:
+        self.seq += 1
+        if self._timer is not None:
+            self._timer.stop()
+        seq, text = self.seq, event.value
+        self._timer = self.set_timer(DEBOUNCE_SECONDS, lambda: self._start_search(seq, text))
+
+    async def _start_search(self, seq: int, text: str) -> None:
+        if seq != self.seq:
+            return
+        if not text.strip():
+            await self._show_results(seq, None, reranked=False)
+            return
+        if self.index_state == "empty":
+            self._update_index_state()
+            if self.index_state == "empty":
+                return
+        self._search(seq, text)
+
+    @work(thread=True, exclusive=True, group="search", exit_on_error=False)
+    def _search(self, seq: int, text: str) -> None:
+        from kbterm.errors import KbtermError
+
+        try:
+            results = self.searcher.retrieve(text, k=RESULTS)
+            if seq != self.seq:
+                return  # a newer keystroke: this one is stale
+            fast = _copy_head(results, RESULTS)
+            self.call_from_thread(self._show_results, seq, fast, False)
+            if self.config.search.rerank:
+                reranked = self.searcher.rerank(results, k=RESULTS)
+                if seq != self.seq:
+                    return
+                self.call_from_thread(self._show_results, seq, reranked, True)
+        except KbtermError as exc:
+            self.call_from_thread(self._set_error, str(exc))
+
+    async def _show_results(self, seq: int, results: "Results | None", reranked: bool) -> None:
+        if seq != self.seq:
+            return  # never show a stale list
+        self.shown_seq = seq
+        self.results = results
+        view = self.query_one("#results", ListView)
+        selected = None
+        if view.highlighted_child is not None and isinstance(view.highlighted_child, ResultItem):
+            selected = view.highlighted_child.hit.id
+        await view.clear()
+        if seq != self.seq:
+            return
+        if results is None:
+            self._message("Type to search.")
+            self._preview(None)
+            return
+        if results.warnings:
+            self._set_error(results.warnings[-1])
+        if not results.hits:
+            self._message(f"No results for “{results.query}”.")
+            self._preview(None)
+            return
+        self._message("")
+        items = [ResultItem(hit, results.query, reranked) for hit in results.hits]
+        await view.extend(items)
+        index = next((n for n, it in enumerate(items) if it.hit.id == selected), 0)
+        view.index = index
+        self._preview(items[index].hit)
+        self._render_status()
+
+    # ------------------------------------------------------------------ preview
+
+    @on(ListView.Highlighted, "#results")
+    def _highlighted(self, event: ListView.Highlighted) -> None:
+        if isinstance(event.item, ResultItem):
+            self._preview(event.item.hit)
+
+    def _preview(self, hit: "Hit | None") -> None:
+        title = self.query_one("#preview-title", Static)
+        scroll = self.query_one("#preview-scroll", VerticalScroll)
+        text = self.query_one("#preview-text", Static)
+        for old in self.query("#preview-image"):
+            old.remove()
+        if hit is None:
+            title.update("")
+            text.update("")
+            return
+        head = Text(hit.citation(), style="bold")
+        head.append(f"\n{hit.path}", style="dim")
+        title.update(head)
+        query = self.results.query if self.results is not None else ""
+        if hit.modality == "text":
+            text.update(highlight(hit.content, query))
+            scroll.scroll_home(animate=False)
+            return
+        text.update(Text(hit.snippet or "", style="dim"))
+        if hit.image_path and Path(hit.image_path).is_file():
+            from textual_image.widget import Image
+
+            scroll.mount(Image(hit.image_path, id="preview-image"), before=text)
+
+    # ------------------------------------------------------------------ actions
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.KEYS))
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_focus_results(self) -> None:
+        self.query_one("#results", ListView).focus()
+
+    def action_refresh_status(self) -> None:
+        self._render_status()
+
+    def action_open_source(self) -> None:
+        view = self.query_one("#results", ListView)
+        item = view.highlighted_child
+        if not isinstance(item, ResultItem):
+            return
+        command = open_command(item.hit)
+        if command is None:
+            self.notify("no viewer found (set $EDITOR, or install xdg-open)", severity="warning")
+            return
+        try:
+            with self.suspend():
+                subprocess.run(command, check=False)
+        except Exception:  # noqa: BLE001 - suspend is not possible (e.g. in tests): detach
+            subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _copy_head(results: "Results", k: int) -> "Results":
+    """The first ``k`` hits of ``results`` as their own list (reranking reorders the original)."""
+    from dataclasses import replace
+
+    return replace(results, hits=[replace(h) for h in results.hits[:k]],
+                   timings_ms=dict(results.timings_ms), warnings=list(results.warnings))
+
+
+def open_command(hit: "Hit") -> list[str] | None:
+    """How to open a hit's source: ``$EDITOR +line`` for text, the system viewer otherwise
+    (PDF viewers that take a page get it)."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if hit.modality == "text" and hit.file_type != "pdf" and editor:
+        line = hit.line_start or 1
+        return [*editor.split(), f"+{line}", hit.path]
+    if hit.file_type == "pdf" and hit.page:
+        for viewer, args in (("zathura", ["--page", str(hit.page)]), ("evince", ["-i",
+                             str(hit.page)]), ("okular", ["-p", str(hit.page)])):
+            if shutil.which(viewer):
+                return [viewer, *args, hit.path]
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    if shutil.which(opener):
+        return [opener, hit.path]
+    if editor:
+        return [*editor.split(), hit.path]
+    return None
+
+
+def run(config: "Config") -> None:
+    """Open the app (``kbterm`` with no arguments)."""
+    started = time.perf_counter()
+    app = KbtermApp(config)
+    app.started_at = started  # type: ignore[attr-defined]
+    app.run()
