@@ -144,6 +144,14 @@ class Asker:
             raise NoEvidence(f"{what} answers this; try other words, or index more folders")
         return answer
 
+    def prepare_from(self, results: Results) -> Answer:
+        """Choose the evidence from results already on screen (the TUI)."""
+        answer = Answer(question=results.query, warnings=list(results.warnings))
+        answer.evidence = select_evidence(results, self.config)
+        if not answer.evidence:
+            raise NoEvidence("nothing in these results is relevant enough to answer from")
+        return answer
+
     def stream(self, answer: Answer, cancel: threading.Event | None = None) -> Iterator[str]:
         """Generate the answer, yielding text as it comes (fills ``answer.text``)."""
         from kbterm.models.generator import GenerationStream

@@ -35,12 +35,12 @@ def indexed(tmp_path_factory, corpus, index_model_dir, index_embedder):
     return config
 
 
-async def settle(pilot, app, predicate, timeout: float = 30.0) -> None:
+async def settle(pilot, app, predicate, timeout: float = 30.0, what: str = "") -> None:
     for _ in range(int(timeout / 0.05)):
         await pilot.pause(0.05)
         if predicate():
             return
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def items(app) -> list[ResultItem]:
@@ -172,5 +172,71 @@ def test_help_lists_the_keys(indexed, index_embedder):
             await pilot.press("escape")
             await pilot.pause(0.1)
             assert not app.screen.query("#help")
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def long_generator(tiny_model_dir):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.generator import Generator
+
+    model = Generator(ModelSpec("generator", str(tiny_model_dir), device="cpu"),
+                      max_new_tokens=5000)
+    model.load()
+    return model
+
+
+def answer_app(indexed, index_embedder, reranker, generator):
+    from dataclasses import replace
+
+    from kbterm.answer import Asker
+
+    config = replace(indexed, ask=replace(indexed.ask, min_rerank_score=0.0))
+    searcher = Searcher(config, embedder=index_embedder, reranker=reranker)
+    return KbtermApp(config, searcher=searcher,
+                     asker=Asker(config, searcher=searcher, generator=generator))
+
+
+def test_answer_streams_with_sources_and_citations_move_the_preview(
+        indexed, index_embedder, reranker, generator):
+    async def scenario() -> None:
+        app = answer_app(indexed, index_embedder, reranker, generator)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press(*"spring tides")
+            await settle(pilot, app, lambda: any(it.reranked for it in items(app)))
+            await pilot.press("enter")
+            await settle(pilot, app, lambda: app._answer_cancel is not None
+                         and app._answer_cancel.is_set())
+            answer = app.answer
+            assert answer.text and not answer.cancelled
+            shown = app.query_one("#answer").source
+            assert "**Sources**" in shown and "(cite:1)" in shown
+            n = len(answer.evidence)
+            app.show_citation(n)  # what clicking [n] does
+            await pilot.pause(0.2)
+            title = str(app.query_one("#preview-title").render())
+            assert answer.evidence[n - 1].citation() in title
+
+    asyncio.run(scenario())
+
+
+def test_escape_cancels_the_answer_and_keeps_what_was_written(
+        indexed, index_embedder, reranker, long_generator):
+    async def scenario() -> None:
+        app = answer_app(indexed, index_embedder, reranker, long_generator)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press(*"rope")
+            await settle(pilot, app, lambda: any(it.reranked for it in items(app)))
+            app.query_one("#results").focus()
+            await pilot.press("ctrl+g")
+            await settle(pilot, app, lambda: app.answer is not None and len(app.answer.text) > 0,
+                         what="the first tokens")
+            await pilot.press("escape")
+            await settle(pilot, app, lambda: app._answer_cancel.is_set()
+                         and "stopped" in app.query_one("#answer").source, what="stopped")
+            assert app.answer.cancelled and app.answer.text
+            await settle(pilot, app, lambda: long_generator.last_generated_tokens > 0)
+            assert long_generator.last_generated_tokens < 5000
 
     asyncio.run(scenario())

@@ -192,12 +192,14 @@ class Generator(LazyModel):
 
         thread = threading.Thread(target=work, name="kbterm-generate", daemon=True)
         thread.start()
+        finished = False
         try:
             for piece in streamer:
                 if piece:
                     yield piece
+            finished = True
         finally:
-            if thread.is_alive():  # the consumer stopped early: stop generating too
+            if not finished and thread.is_alive():  # the consumer stopped early: stop too
                 cancel.set()
             thread.join()
         if failure:

@@ -28,13 +28,15 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, ListItem, ListView, Static
+from textual.widgets import Input, ListItem, ListView, Markdown, Static
 
 if TYPE_CHECKING:
+    from kbterm.answer import Answer, Asker
     from kbterm.config import Config
     from kbterm.retrieval import Hit, Results, Searcher
 
 DEBOUNCE_SECONDS = 0.2
+CITATION = re.compile(r"\[(\d{1,3})\]")
 RESULTS = 20
 ICONS = {"text": "¶", "image": "▣", "video": "▶"}
 STATUS_SECONDS = 2.0
@@ -116,6 +118,9 @@ class KbtermApp(App[None]):
     #preview-image { height: 1fr; width: 1fr; }
     #message { padding: 1 2; color: $text-muted; }
     #status { dock: bottom; height: 1; background: $boost; padding: 0 1; }
+    #answer-pane { height: 1fr; border-top: solid $primary-darken-2; display: none; }
+    #answer-pane.shown { display: block; }
+    #answer { padding: 0 1; }
     .hit-snippet { padding-left: 5; }
     ResultItem { height: auto; padding: 0 0 1 0; }
     HelpScreen { align: center middle; }
@@ -127,16 +132,24 @@ class KbtermApp(App[None]):
         Binding("escape", "focus_query", "Search box", show=False),
         Binding("down", "focus_results", "Results", show=False),
         Binding("ctrl+o", "open_source", "Open source"),
+        Binding("ctrl+g", "answer", "Answer", priority=True),
         Binding("ctrl+r", "refresh_status", "Refresh status", show=False),
     ]
     KEYS = [("type", "search (debounced 200 ms)"), ("↓ / ↑", "move through results"),
             ("enter", "preview the selected hit"), ("ctrl+o", "open the source (page/line)"),
-            ("escape", "back to the search box"), ("?", "this help"), ("ctrl+q", "quit")]
+            ("enter / ctrl+g", "answer the query from these results (streamed)"),
+            ("[n] in the answer", "click: show that source"),
+            ("escape", "stop the answer / back to the search box"), ("?", "this help"),
+            ("ctrl+q", "quit")]
 
-    def __init__(self, config: "Config", *, searcher: "Searcher | None" = None) -> None:
+    def __init__(self, config: "Config", *, searcher: "Searcher | None" = None,
+                 asker: "Asker | None" = None) -> None:
         super().__init__()
         self.config = config
         self._searcher = searcher
+        self._asker = asker
+        self.answer: "Answer | None" = None
+        self._answer_cancel: threading.Event | None = None
         self._searcher_lock = threading.Lock()
         self.seq = 0  # the latest query's number
         self.shown_seq = 0  # the query whose results are on screen
@@ -157,6 +170,8 @@ class KbtermApp(App[None]):
             with Vertical(id="preview-pane"):
                 yield Static("", id="preview-title")
                 yield VerticalScroll(Static("", id="preview-text"), id="preview-scroll")
+                with VerticalScroll(id="answer-pane"):
+                    yield Markdown("", id="answer")
         yield Static("", id="status")
 
     def on_mount(self) -> None:
@@ -238,6 +253,10 @@ class KbtermApp(App[None]):
         self._render_status()
 
     # ------------------------------------------------------------------ search
+
+    @on(Input.Submitted, "#query")
+    def _query_submitted(self, event: Input.Submitted) -> None:
+        self.action_answer()
 
     @on(Input.Changed, "#query")
     def _query_changed(self, event: Input.Changed) -> None:
@@ -344,7 +363,86 @@ class KbtermApp(App[None]):
         self.push_screen(HelpScreen(self.KEYS))
 
     def action_focus_query(self) -> None:
+        if self._answer_cancel is not None and not self._answer_cancel.is_set():
+            self._answer_cancel.set()  # Escape stops the answer first; what is written stays
+            return
         self.query_one("#query", Input).focus()
+
+    # ------------------------------------------------------------------ answers
+
+    @property
+    def asker(self) -> "Asker":
+        if self._asker is None:
+            from kbterm.answer import Asker
+
+            self._asker = Asker(self.config, searcher=self.searcher)
+        return self._asker
+
+    def action_answer(self) -> None:
+        from kbterm.answer import NoEvidence
+
+        if self.results is None or not self.results.hits:
+            self.notify("search first: the answer is written from the results")
+            return
+        if self._answer_cancel is not None:
+            self._answer_cancel.set()
+        try:
+            answer = self.asker.prepare_from(self.results)
+        except NoEvidence as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.answer = answer
+        self._answer_cancel = cancel = threading.Event()
+        self.query_one("#answer-pane").add_class("shown")
+        self.query_one("#answer", Markdown).update("*thinking…*")
+        self._generate(answer, cancel)
+
+    @work(thread=True, group="answer", exit_on_error=False)
+    def _generate(self, answer: "Answer", cancel: threading.Event) -> None:
+        from kbterm.errors import KbtermError
+
+        last = 0.0
+        try:
+            for _piece in self.asker.stream(answer, cancel=cancel):
+                now = time.monotonic()
+                if now - last > 0.05:  # repaint at most 20 times a second
+                    last = now
+                    self.call_from_thread(self._render_answer, answer, False)
+        except KbtermError as exc:
+            self.call_from_thread(self._set_error, str(exc))
+        finally:
+            # (Asker.stream recorded whether the user stopped it; the event is set now either
+            # way, which marks the answer as finished for Escape.)
+            self.call_from_thread(self._render_answer, answer, True)
+            cancel.set()
+
+    def _render_answer(self, answer: "Answer", done: bool) -> None:
+        if answer is not self.answer:
+            return  # an older answer's last tokens
+        body = CITATION.sub(lambda m: f"[[{m.group(1)}]](cite:{m.group(1)})",
+                            answer.text or "")
+        if done:
+            if answer.cancelled:
+                body += "\n\n*stopped*"
+            body += "\n\n**Sources**\n\n" + "\n".join(
+                f"- [[{n}]](cite:{n}) {hit.citation()}" for n, hit in answer.sources())
+        self.query_one("#answer", Markdown).update(body or "…")
+
+    @on(Markdown.LinkClicked, "#answer")
+    def _link(self, event: Markdown.LinkClicked) -> None:
+        if event.href.startswith("cite:"):
+            event.prevent_default()
+            self.show_citation(int(event.href.split(":", 1)[1]))
+
+    def show_citation(self, n: int) -> None:
+        """Move the preview (and the results list) to evidence ``n`` of the answer."""
+        if self.answer is None or not 1 <= n <= len(self.answer.evidence):
+            return
+        hit = self.answer.evidence[n - 1]
+        for index, item in enumerate(self.query_one("#results", ListView).children):
+            if isinstance(item, ResultItem) and item.hit.id == hit.id:
+                self.query_one("#results", ListView).index = index
+        self._preview(hit)
 
     def action_focus_results(self) -> None:
         self.query_one("#results", ListView).focus()
