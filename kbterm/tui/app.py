@@ -186,7 +186,9 @@ class KbtermApp(App[None]):
                 f"(data folder: {self.config.data_path})")
         else:
             self._message("Type to search.")
-            self._warm()
+            # After the first frame: loading LanceDB and torch holds the interpreter for a
+            # second or more, and the screen must not wait for it.
+            self.call_after_refresh(lambda: self.set_timer(0.05, self._warm))
 
     # ------------------------------------------------------------------ state
 
