@@ -57,6 +57,7 @@ def test_type_then_results_then_reranked_with_preview(indexed, index_embedder, r
             await settle(pilot, app, lambda: items(app) and any(
                 it.reranked for it in items(app)))
             shown = [it.hit for it in items(app)]
+            assert "reranked" in app.query_one("#results").border_title
             assert [h.rank for h in shown] == list(range(1, len(shown) + 1))
             head = [h.rerank_score for h in shown if h.rerank_score is not None]
             assert len(head) == len(shown) and head == sorted(head, reverse=True)

@@ -297,6 +297,8 @@ class KbtermApp(App[None]):
                 self.call_from_thread(self._show_results, seq, reranked, True)
         except KbtermError as exc:
             self.call_from_thread(self._set_error, str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
+            self.call_from_thread(self._set_error, f"search failed: {type(exc).__name__}: {exc}")
 
     async def _show_results(self, seq: int, results: "Results | None", reranked: bool) -> None:
         if seq != self.seq:
@@ -321,6 +323,12 @@ class KbtermApp(App[None]):
             self._preview(None)
             return
         self._message("")
+        if reranked:
+            view.border_title = f"{len(results.hits)} results, ★ reranked"
+        elif self.config.search.rerank:
+            view.border_title = f"{len(results.hits)} results, reranking…"
+        else:
+            view.border_title = f"{len(results.hits)} results"
         items = [ResultItem(hit, results.query, reranked) for hit in results.hits]
         await view.extend(items)
         index = next((n for n, it in enumerate(items) if it.hit.id == selected), 0)
@@ -412,6 +420,8 @@ class KbtermApp(App[None]):
                     self.call_from_thread(self._render_answer, answer, False)
         except KbtermError as exc:
             self.call_from_thread(self._set_error, str(exc))
+        except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
+            self.call_from_thread(self._set_error, f"answer failed: {type(exc).__name__}: {exc}")
         finally:
             # (Asker.stream recorded whether the user stopped it; the event is set now either
             # way, which marks the answer as finished for Escape.)
