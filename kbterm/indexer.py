@@ -388,7 +388,12 @@ class Indexer:
         self.store.remove(later)
         if summary.indexed or summary.removed or summary.renamed or touched:
             self._keyframe_gc()
-        self.store.ensure_fts_index()
+        try:
+            self.store.ensure_fts_index()
+        except Exception as exc:  # noqa: BLE001 - keyword search degrades, indexing does not
+            log.warning("could not build the keyword index (search falls back to vectors): %s",
+                        exc)
+            summary.warnings.append(f"keyword index not built: {exc}")
         if optimize:
             self.store.optimize(cfg.keep_versions_seconds)
         meta = self.store.read_meta()
