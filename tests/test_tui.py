@@ -241,3 +241,29 @@ def test_escape_cancels_the_answer_and_keeps_what_was_written(
             assert long_generator.last_generated_tokens < 5000
 
     asyncio.run(scenario())
+
+
+def test_image_query_with_path_completion(indexed, index_embedder, corpus):
+    from kbterm.tui.app import PathSuggester
+
+    folder = corpus / "images"
+
+    async def scenario() -> None:
+        suggestion = await PathSuggester().get_suggestion(str(folder / "bea"))
+        assert suggestion == str(folder / "beach.jpeg")
+        assert await PathSuggester().get_suggestion(str(corpus / "ima")) == \
+            str(corpus / "images") + "/"
+        app = KbtermApp(indexed, searcher=Searcher(indexed, embedder=index_embedder))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("ctrl+t")
+            assert app.focused is app.query_one("#image")
+            await pilot.press(*str(folder / "bea"), "right")  # → takes the completion
+            await settle(pilot, app, lambda: app.query_one("#image").value
+                         == str(folder / "beach.jpeg"), what="completion")
+            await settle(pilot, app, lambda: bool(items(app)), what="image results")
+            hits = [it.hit for it in items(app)]
+            beach = next(h for h in hits if h.path.endswith("beach.jpeg"))
+            assert beach.embedding_score is not None and beach.keyword_score is None
+            assert app.results.image == str(folder / "beach.jpeg")
+
+    asyncio.run(scenario())

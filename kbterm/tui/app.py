@@ -28,6 +28,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.suggester import Suggester
 from textual.widgets import Input, ListItem, ListView, Markdown, Static
 
 if TYPE_CHECKING:
@@ -85,6 +86,36 @@ class ResultItem(ListItem):
         yield Static(body, classes="hit-snippet")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+class PathSuggester(Suggester):
+    """Completes a file path (folders and images), like a shell's Tab."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        expanded = os.path.expanduser(value)
+        folder, stem = os.path.split(expanded)
+        try:
+            names = sorted(os.listdir(folder or "."))
+        except OSError:
+            return None
+        for name in names:
+            if not name.startswith(stem) or name.startswith(".") and not stem.startswith("."):
+                continue
+            full = os.path.join(folder, name)
+            if os.path.isdir(full):
+                name += os.sep
+            elif not name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            return value + name[len(stem):]
+        return None
+
+
 class HelpScreen(ModalScreen[None]):
     """Every key binding (``?``)."""
 
@@ -110,6 +141,8 @@ class KbtermApp(App[None]):
     CSS = """
     Screen { layout: vertical; }
     #query { dock: top; margin: 0 0; }
+    #image { dock: top; display: none; }
+    #image.shown { display: block; }
     #main { height: 1fr; }
     #results { width: 1fr; min-width: 30; border: round $primary-darken-2; }
     #preview-pane { width: 1fr; border: round $primary-darken-2; }
@@ -133,11 +166,13 @@ class KbtermApp(App[None]):
         Binding("down", "focus_results", "Results", show=False),
         Binding("ctrl+o", "open_source", "Open source"),
         Binding("ctrl+g", "answer", "Answer", priority=True),
+        Binding("ctrl+t", "image_query", "Image query", priority=True),
         Binding("ctrl+r", "refresh_status", "Refresh status", show=False),
     ]
     KEYS = [("type", "search (debounced 200 ms)"), ("↓ / ↑", "move through results"),
             ("enter", "preview the selected hit"), ("ctrl+o", "open the source (page/line)"),
             ("enter / ctrl+g", "answer the query from these results (streamed)"),
+            ("ctrl+t", "search by an image: a path, → completes it"),
             ("[n] in the answer", "click: show that source"),
             ("escape", "stop the answer / back to the search box"), ("?", "this help"),
             ("ctrl+q", "quit")]
@@ -163,6 +198,8 @@ class KbtermApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search your files…  (? for keys)", id="query")
+        yield Input(placeholder="Image to search by: a path (→ completes; empty: none)",
+                    id="image", suggester=PathSuggester())
         with Horizontal(id="main"):
             with Vertical(id="results-pane"):
                 yield Static("", id="message")
@@ -261,31 +298,51 @@ class KbtermApp(App[None]):
         self.action_answer()
 
     @on(Input.Changed, "#query")
+    @on(Input.Changed, "#image")
     def _query_changed(self, event: Input.Changed) -> None:
         self.seq += 1
         if self._timer is not None:
             self._timer.stop()
-        seq, text = self.seq, event.value
+        seq = self.seq
+        text = self.query_one("#query", Input).value
         self._timer = self.set_timer(DEBOUNCE_SECONDS, lambda: self._start_search(seq, text))
+
+    @property
+    def image_query(self) -> str | None:
+        """The image to search by, when the image box holds an existing image file."""
+        value = os.path.expanduser(self.query_one("#image", Input).value.strip())
+        if value and os.path.isfile(value) and value.lower().endswith(IMAGE_SUFFIXES):
+            return value
+        return None
+
+    def action_image_query(self) -> None:
+        box = self.query_one("#image", Input)
+        box.toggle_class("shown")
+        if box.has_class("shown"):
+            box.focus()
+        else:
+            box.value = ""
+            self.query_one("#query", Input).focus()
 
     async def _start_search(self, seq: int, text: str) -> None:
         if seq != self.seq:
             return
-        if not text.strip():
+        image = self.image_query
+        if not text.strip() and image is None:
             await self._show_results(seq, None, reranked=False)
             return
         if self.index_state == "empty":
             self._update_index_state()
             if self.index_state == "empty":
                 return
-        self._search(seq, text)
+        self._search(seq, text, image)
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
-    def _search(self, seq: int, text: str) -> None:
+    def _search(self, seq: int, text: str, image: str | None = None) -> None:
         from kbterm.errors import KbtermError
 
         try:
-            results = self.searcher.retrieve(text, k=RESULTS)
+            results = self.searcher.retrieve(text, image, k=RESULTS)
             if seq != self.seq:
                 return  # a newer keystroke: this one is stale
             fast = _copy_head(results, RESULTS)
