@@ -72,7 +72,7 @@ def test_type_then_results_then_reranked_with_preview(indexed, index_embedder, r
             # Move to an image hit: the preview shows the image.
             index = next(n for n, it in enumerate(items(app)) if it.hit.modality == "image")
             app.query_one("#results").index = index
-            await settle(pilot, app, lambda: bool(app.query("#preview-image")))
+            await settle(pilot, app, lambda: bool(app.query(".preview-image")))
             status = str(app.query_one("#status").render())
             assert "chunks" in status and "watch:" in status
 
@@ -157,6 +157,9 @@ def test_missing_model_falls_back_to_keywords(indexed, tmp_path):
             assert items(app)[0].hit.path.endswith("xylo.txt")
             status = str(app.query_one("#status").render())
             assert "keyword" in status and "not found" in status
+            app._set_error("[Errno 13] Permission denied: '/x/[draft].md'")  # not markup
+            await pilot.pause(0.1)
+            assert "[Errno 13]" in str(app.query_one("#status").render())
 
     asyncio.run(scenario())
 

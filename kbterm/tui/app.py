@@ -148,7 +148,7 @@ class KbtermApp(App[None]):
     #preview-pane { width: 1fr; border: round $primary-darken-2; }
     #preview-title { height: auto; padding: 0 1; text-style: bold; }
     #preview-text { padding: 0 1; }
-    #preview-image { height: 1fr; width: 1fr; }
+    .preview-image { height: 1fr; width: 1fr; }
     #message { padding: 1 2; color: $text-muted; }
     #status { dock: bottom; height: 1; background: $boost; padding: 0 1; }
     #answer-pane { height: 1fr; border-top: solid $primary-darken-2; display: none; }
@@ -260,9 +260,11 @@ class KbtermApp(App[None]):
         watcher = read_state(self.config.data_path)
         parts.append("watch: " + (watcher.summary() if watcher else "not running"))
         parts.append(self.model_state)
+        line = Text(" │ ".join(parts))  # plain text: an error may hold "[Errno 2]"
         if self.last_error:
-            parts.append(f"[red]{self.last_error}[/]")
-        self.query_one("#status", Static).update(" │ ".join(parts))
+            line.append(" │ ")
+            line.append(self.last_error, style="red")
+        self.query_one("#status", Static).update(line)
 
     @work(thread=True, group="warm", exit_on_error=False)
     def _warm(self) -> None:
@@ -404,7 +406,7 @@ class KbtermApp(App[None]):
         title = self.query_one("#preview-title", Static)
         scroll = self.query_one("#preview-scroll", VerticalScroll)
         text = self.query_one("#preview-text", Static)
-        for old in self.query("#preview-image"):
+        for old in self.query(".preview-image"):  # (removal is deferred: no ids to clash)
             old.remove()
         if hit is None:
             title.update("")
@@ -422,7 +424,7 @@ class KbtermApp(App[None]):
         if hit.image_path and Path(hit.image_path).is_file():
             from textual_image.widget import Image
 
-            scroll.mount(Image(hit.image_path, id="preview-image"), before=text)
+            scroll.mount(Image(hit.image_path, classes="preview-image"), before=text)
 
     # ------------------------------------------------------------------ actions
 
