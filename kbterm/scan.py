@@ -208,18 +208,12 @@ def _rules_above(root: str, path: str, patterns: Sequence[str], data_dir: str,
     parts = os.path.relpath(path, root).split(os.sep)
     folder = root
     for i, name in enumerate(parts):
-        kbignore = os.path.join(folder, KBIGNORE)
-        if os.path.isfile(kbignore):
-            try:
-                with open(kbignore, encoding="utf-8", errors="replace") as fh:
-                    rules = rules + parse_rules(fh.read().splitlines(), folder)
-            except OSError as exc:
-                result.warnings.append(f"{kbignore}: {exc.strerror or exc}")
+        rules = _with_kbignore(folder, rules, result)
         child = os.path.join(folder, name)
         last = i == len(parts) - 1
         if name.startswith(".") or not storable(child):
             return None
-        if child == data_dir or child.startswith(data_dir + os.sep):
+        if within(child, [data_dir]):
             return None
         if not last and (name in ALWAYS_SKIPPED_DIRS or ignored(rules, child, True)):
             return None
@@ -227,20 +221,27 @@ def _rules_above(root: str, path: str, patterns: Sequence[str], data_dir: str,
     return rules
 
 
+def _with_kbignore(folder: str, rules: list[Rule], result: ScanResult) -> list[Rule]:
+    """``rules`` plus those of ``folder``'s ``.kbignore``, if it has one."""
+    kbignore = os.path.join(folder, KBIGNORE)
+    if not os.path.isfile(kbignore):
+        return rules
+    try:
+        with open(kbignore, encoding="utf-8", errors="replace") as fh:
+            return rules + parse_rules(fh.read().splitlines(), folder)
+    except OSError as exc:
+        result.warnings.append(f"{kbignore}: {exc.strerror or exc}")
+        return rules
+
+
 def _walk(root: str, base_rules: list[Rule], roots: Sequence[str], data_dir: str,
           result: ScanResult) -> None:
     stack: list[tuple[str, list[Rule]]] = [(root, base_rules)]
     while stack:
         folder, rules = stack.pop()
-        if folder == data_dir or folder.startswith(data_dir + os.sep):
+        if within(folder, [data_dir]):
             continue
-        kbignore = os.path.join(folder, KBIGNORE)
-        if os.path.isfile(kbignore):
-            try:
-                with open(kbignore, encoding="utf-8", errors="replace") as fh:
-                    rules = rules + parse_rules(fh.read().splitlines(), folder)
-            except OSError as exc:
-                result.warnings.append(f"{kbignore}: {exc.strerror or exc}")
+        rules = _with_kbignore(folder, rules, result)
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
