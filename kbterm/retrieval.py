@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from kbterm.errors import InputError, KbtermError
-from kbterm.store import STATUS_INDEXED, Store, _groups, sql_in
+from kbterm.scan import within
+from kbterm.store import STATUS_INDEXED, Store
 from kbterm.vectors import VectorCache, nearest
 
 if TYPE_CHECKING:
@@ -69,10 +70,9 @@ class Filters:
         if not self.paths:
             return True
         for pattern in self.paths:
-            p = os.path.abspath(os.path.expanduser(pattern)) if not _has_glob(pattern) \
-                else os.path.expanduser(pattern)
+            p = os.path.expanduser(pattern)
             if not _has_glob(pattern):
-                if path == p or path.startswith(p.rstrip(os.sep) + os.sep):
+                if within(path, [os.path.abspath(p)]):
                     return True
             elif fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, "*/" + p):
                 return True
@@ -397,13 +397,9 @@ class Searcher:
         return hits
 
     def _texts(self, ids: Sequence[str]) -> dict[str, str]:
-        table = self.store.chunks_table
         out: dict[str, str] = {}
-        if table is None:
-            return out
-        for group in _groups(list(ids)):
-            for row in (table.search().where(sql_in("id", group)).select(["id", "text"])
-                        .limit(None).to_arrow().to_pylist()):
+        for data in self.store.chunks_by_id(ids, ["id", "text"]):
+            for row in data.to_pylist():
                 out[row["id"]] = row["text"] or ""
         return out
 

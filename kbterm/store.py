@@ -307,6 +307,16 @@ class Store:
             if r["file_id"] in known and (r["file_id"], r["generation"]) not in hidden
         ]
 
+    def chunks_by_id(self, ids: Sequence[str], columns: Sequence[str]) -> Iterator[Any]:
+        """The chunk rows with these ids (any generation; readers apply the live rule), as
+        Arrow tables of at most :data:`IN_LIST_MAX` rows."""
+        table = self.chunks_table
+        if table is None:
+            return
+        for group in _groups(list(ids)):
+            yield (table.search().where(sql_in("id", group)).select(list(columns))
+                   .limit(None).to_arrow())
+
     def chunk_vectors(self, file_ids: Sequence[str]) -> dict[str, Any]:
         """chunk_key -> vector of the given files' live rows (for reuse when a file changes)."""
         table = self.chunks_table

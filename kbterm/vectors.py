@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from kbterm.store import Store, _groups, sql_in
+from kbterm.store import Store
 
 COMPACT_DEAD_FRACTION = 1 / 3
 
@@ -130,9 +130,7 @@ class VectorCache:
         if len(ids) > table.count_rows() // 4:
             parts.append(table.search().select(["id", "vector"]).limit(None).to_arrow())
         else:
-            for group in _groups(list(ids)):
-                parts.append(table.search().where(sql_in("id", group))
-                             .select(["id", "vector"]).limit(None).to_arrow())
+            parts.extend(self.store.chunks_by_id(ids, ["id", "vector"]))
         got_ids: list[str] = []
         blocks: list[np.ndarray] = []
         for data in parts:
