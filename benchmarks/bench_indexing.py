@@ -34,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
 
+from common import kbterm_env, model_config, write_config  # noqa: E402
+
 
 def median_time(fn, repeats: int) -> float:
     times = []
@@ -94,22 +96,11 @@ def bench_pdf(repeats: int) -> dict:
 # --------------------------------------------------------------------------- (b), (c)
 
 
-def write_config(path: Path, model: Path, data: Path) -> Path:
-    path.write_text(
-        f'data_dir = "{data}"\n[models]\ndevice = "cpu"\n'
-        + "".join(f'[models.{r}]\nmodel = "{model}"\n' for r in ("embedder", "reranker",
-                                                                 "generator"))
-    )
-    return path
-
-
 def kbterm_cmd(config: Path, *args: str) -> tuple[float, dict]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.pop("KBTERM_DATA_DIR", None)
     t = time.perf_counter()
     out = subprocess.run(
         [sys.executable, "-m", "kbterm", "--config", str(config), "index", "--json", *args],
-        capture_output=True, text=True, env=env, cwd=REPO, check=True,
+        capture_output=True, text=True, env=kbterm_env(), cwd=REPO, check=True,
     ).stdout
     return time.perf_counter() - t, json.loads(out)
 
@@ -152,11 +143,7 @@ def bench_versions(work: Path, model: Path, updates: int) -> dict:
         folder.mkdir()
         for i in range(20):
             (folder / f"f{i}.txt").write_text(f"File {i} about lamps.\n")
-        config = config_from_dict({
-            "data_dir": str(work / f"data-{arm}"),
-            "models": {"device": "cpu", **{r: {"model": str(model)} for r in
-                                           ("embedder", "reranker", "generator")}},
-        })
+        config = config_from_dict(model_config(model, work / f"data-{arm}"))
         embedder = get_embedder(config)
         Indexer(config, embedder=embedder).run([folder])
         store = Store(config.data_path)

@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
 
+from common import kbterm_env, model_config, write_config  # noqa: E402
+
 DIM = 2048
 CANDIDATES = 100
 
@@ -218,9 +220,7 @@ def bench_end_to_end(work: Path, queries: int) -> dict:
         shutil.copy(p, folder / p.name)
     shutil.copy(CORPUS / "pdf" / "small-table.pdf", folder / "small-table.pdf")
     data = work / "data-e2e"
-    raw = {"data_dir": str(data), "models": {"device": "cpu", **{
-        r: {"model": str(model)} for r in ("embedder", "reranker", "generator")}}}
-    config = config_from_dict(raw)
+    config = config_from_dict(model_config(model, data))
     summary = Indexer(config).run([folder])
     searcher = Searcher(config)
     texts = ["how are pages rendered to images", "table of boiling points", "a sunny beach",
@@ -236,15 +236,11 @@ def bench_end_to_end(work: Path, queries: int) -> dict:
             split[key].append(r.timings_ms[key])
         split["total"].append(r.total_ms)
         no_rerank.append(searcher.search(texts[i % len(texts)], k=10, rerank=False).total_ms)
-    config_file = work / "e2e.toml"
-    config_file.write_text(f'data_dir = "{data}"\n[models]\ndevice = "cpu"\n' + "".join(
-        f'[models.{r}]\nmodel = "{model}"\n' for r in ("embedder", "reranker", "generator")))
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.pop("KBTERM_DATA_DIR", None)
+    config_file = write_config(work / "e2e.toml", model, data)
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "kbterm", "--config", str(config_file),
                           "search", texts[1], "--json"], capture_output=True, text=True,
-                         env=env, cwd=REPO, check=True).stdout
+                         env=kbterm_env(), cwd=REPO, check=True).stdout
     cold = time.perf_counter() - t
     cold_split = json.loads(out)["timings_ms"]
     return {"chunks": searcher.chunk_count, "files": summary.indexed, "queries": queries,

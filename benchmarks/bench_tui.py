@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import kbterm_env, model_config  # noqa: E402
+
 FIRST_FRAME = r"""
 import sys, time
 t0 = time.perf_counter()
@@ -47,8 +49,7 @@ Timed(config).run(headless=True, size=(100, 30))
 
 
 def first_frame(data: Path, repeats: int) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    env.pop("KBTERM_DATA_DIR", None)
+    env = kbterm_env()
     frames, helps = [], []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -78,11 +79,8 @@ def build_index(work: Path, chunks: int):
         sub.mkdir(parents=True, exist_ok=True)
         text = " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(24))
         (sub / f"n{i:05d}.txt").write_text(f"Note {i}: {text}.\n")
-    config = config_from_dict({
-        "data_dir": str(work / "data"), "library": {"folders": [str(folder)]},
-        "models": {"device": "cpu", **{r: {"model": str(model)} for r in
-                                       ("embedder", "reranker", "generator")}},
-    })
+    config = config_from_dict(model_config(model, work / "data",
+                                           library={"folders": [str(folder)]}))
     t = time.perf_counter()
     summary = Indexer(config).run()
     return config, summary, time.perf_counter() - t

@@ -48,6 +48,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import kbterm_env, model_config, write_config  # noqa: E402
+
 POLL = 0.005  # visibility polling interval (a)
 STATE_POLL = 0.05  # watcher-state polling interval
 RSS_EVERY = 0.05
@@ -56,21 +58,6 @@ SETTLE_EXTRA = 2.0  # after keep_versions_seconds, so the watcher's deferred opt
 WORDS = ("harbour lamp keeper tide fog ledger signal north beacon rope anchor gull storm "
          "chart compass lantern reef cove pier lighthouse ferry buoy wind harbourmaster dawn "
          "dusk cargo salt crew mast hull deck").split()
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ, HF_HUB_OFFLINE="1")
-    e.pop("KBTERM_DATA_DIR", None)
-    return e
-
-
-def write_config(path: Path, model: Path, data: Path) -> Path:
-    path.write_text(
-        f'data_dir = "{data}"\n[models]\ndevice = "cpu"\n'
-        + "".join(f'[models.{r}]\nmodel = "{model}"\n' for r in ("embedder", "reranker",
-                                                                 "generator"))
-    )
-    return path
 
 
 def note_text(i: int) -> str:
@@ -160,7 +147,7 @@ class WatchProc:
             [sys.executable, "-m", "kbterm", "--config", str(config), "watch", str(folder),
              "--log-file", str(log)],
             stdin=subprocess.DEVNULL, stdout=open(log.with_suffix(".out"), "wb"),
-            stderr=subprocess.STDOUT, env=env(), cwd=REPO,
+            stderr=subprocess.STDOUT, env=kbterm_env(), cwd=REPO,
         )
         self.pid = self.proc.pid
         RUNNING.append(self)
@@ -302,7 +289,7 @@ def bench_latency(work: Path, model: Path, edits: int, baseline_edits: int) -> d
     # Baseline: kbterm index FILE after each edit (no watcher).
     config2 = write_config(work / "a-base.toml", model, work / "data-a-base")
     subprocess.run([sys.executable, "-m", "kbterm", "--config", str(config2), "index",
-                    str(base_folder)], capture_output=True, env=env(), cwd=REPO, check=True)
+                    str(base_folder)], capture_output=True, env=kbterm_env(), cwd=REPO, check=True)
     reader2 = Store(work / "data-a-base")
     base = []
     for i in range(baseline_edits):
@@ -311,7 +298,7 @@ def bench_latency(work: Path, model: Path, edits: int, baseline_edits: int) -> d
         edit(path, i, token)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "kbterm", "--config", str(config2), "index",
-                        str(path)], capture_output=True, env=env(), cwd=REPO, check=True)
+                        str(path)], capture_output=True, env=kbterm_env(), cwd=REPO, check=True)
         base.append(wait_visible(reader2, os.path.realpath(path), token, t0))
         time.sleep(0.3)
 
@@ -376,11 +363,7 @@ def naive_baseline(work: Path, model: Path, files: int) -> dict:
     warm.write_text("Warm-up note: the lamp is lit.\n")
     paths = burst_paths(folder, files)
     write_files(paths)
-    config = config_from_dict({
-        "data_dir": str(work / "data-naive"),
-        "models": {"device": "cpu", **{r: {"model": str(model)} for r in
-                                       ("embedder", "reranker", "generator")}},
-    })
+    config = config_from_dict(model_config(model, work / "data-naive"))
     ix = Indexer(config, embedder=get_embedder(config))
     roots = ix.roots([folder])
     with ix.session():
@@ -481,7 +464,7 @@ def bench_idle(w: WatchProc, folder: Path, seconds: float) -> dict:
     cpu, wall = cpu_over(w.pid, seconds)
     s1 = w.state()
     poller = subprocess.Popen([sys.executable, "-c", POLLING_SCRIPT, str(folder)],
-                              stdout=subprocess.PIPE, env=env(), cwd=REPO)
+                              stdout=subprocess.PIPE, env=kbterm_env(), cwd=REPO)
     try:
         assert poller.stdout.readline().strip() == b"ready"
         time.sleep(3.0)  # its first snapshot of the folder
