@@ -177,6 +177,7 @@ class Indexer:
         self.command = command
         self.model_id = config.models.embedder.model
         self.dimension_setting = config.models.embedder.dimension
+        self._fts_ready = False
 
     # ------------------------------------------------------------------ models
 
@@ -229,6 +230,7 @@ class Indexer:
         self.store.ensure_writable()
         with WriterLock(self.config.data_path, self.command):
             if rebuild:
+                self._fts_ready = False
                 self.store.drop()
                 self.store.ensure_writable()
             self.store.check_model(self.model_id, self.dimension_setting)
@@ -389,7 +391,9 @@ class Indexer:
         if summary.indexed or summary.removed or summary.renamed or touched:
             self._keyframe_gc()
         try:
-            self.store.ensure_fts_index()
+            # Once it exists it stays (rows are folded in by optimize): a watcher's batches
+            # need not list the table's indices every time.
+            self._fts_ready = self._fts_ready or self.store.ensure_fts_index()
         except Exception as exc:  # noqa: BLE001 - keyword search degrades, indexing does not
             log.warning("could not build the keyword index (search falls back to vectors): %s",
                         exc)

@@ -173,6 +173,7 @@ class Searcher:
         self._meta: list[dict[str, Any]] = []
         self._rows = np.zeros(0, dtype=np.int64)  # matrix row of each live chunk
         self._mtime: dict[str, int] = {}
+        self._has_fts = False
         self._index_of: dict[str, int] = {}
         self._file_of: np.ndarray | None = None  # file of each live chunk (filters)
         self._files: np.ndarray = np.zeros(0, dtype=object)
@@ -222,6 +223,7 @@ class Searcher:
         self._meta = meta_rows
         self._index_of = {r["id"]: n for n, r in enumerate(meta_rows)}
         self._file_of = None
+        self._has_fts = self.store.has_fts_index()  # once per index change, not per query
         self._mtime = {r.path: r.mtime_ns for r in ledger.values()
                        if r.status == STATUS_INDEXED}
         self._version = version
@@ -340,7 +342,7 @@ class Searcher:
     def _keyword(self, text: str, limit: int, allowed: np.ndarray | None
                  ) -> list[tuple[int, float]]:
         table = self.store.chunks_table
-        if table is None or not self.store.has_fts_index():
+        if table is None or not self._has_fts:
             return []
         want = limit if allowed is None else limit * 4
         try:

@@ -459,13 +459,16 @@ class Store:
             return False
 
     def ensure_fts_index(self) -> bool:
-        """Create the full-text (BM25) index over chunk text if it is missing; whether it was.
+        """Create the full-text (BM25) index over chunk text if it is missing; whether the
+        index exists now (not while the table is empty).
 
         Rows added later are searched before they are indexed and folded into the index by
         :meth:`optimize`, so the index is created once, by the writer."""
         table = self.chunks_table
-        if table is None or table.count_rows() == 0 or self.has_fts_index():
+        if table is None or table.count_rows() == 0:
             return False
+        if self.has_fts_index():
+            return True
         from lancedb.index import FTS
 
         table.create_index("text", config=FTS(), replace=True)  # (new API: column, config)
