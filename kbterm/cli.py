@@ -275,19 +275,14 @@ def status(state: State, as_json: bool, show_all: bool) -> None:
 
 def _parse_when(value: str | None, name: str) -> float | None:
     """``2026-11-01``, ``2026-11-01T14:30`` or a relative ``7d`` / ``12h`` / ``30m``."""
-    import datetime as dt
-    import re
-    import time
+    from kbterm.errors import InputError
+    from kbterm.retrieval import parse_when
 
     if value is None:
         return None
-    m = re.fullmatch(r"(\d+)\s*([dhmw])", value.strip())
-    if m:
-        unit = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-        return time.time() - int(m.group(1)) * unit
     try:
-        return dt.datetime.fromisoformat(value.strip()).timestamp()
-    except ValueError:
+        return parse_when(value, name)
+    except InputError:
         raise click.BadParameter(f"{value!r}: use a date (2026-11-01), a date and time "
                                  "(2026-11-01T14:30) or an age (7d, 12h)",
                                  param_hint=name) from None

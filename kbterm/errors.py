@@ -21,3 +21,9 @@ class ModelLoadError(KbtermError):
 
 class InputError(KbtermError):
     """An input (image, video, text) given to a model cannot be read."""
+
+
+class Cancelled(Exception):
+    """Work stopped because its caller no longer wants the result (a newer keystroke).
+
+    Not a :class:`KbtermError`: it is control flow, never shown as an error."""

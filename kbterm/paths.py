@@ -45,3 +45,12 @@ def resolve_data_dir(configured: str = "") -> Path:
     if configured:
         return Path(configured).expanduser()
     return default_data_dir()
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` for people: the home folder as ``~``."""
+    text = os.fspath(path)
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and (text == home or text.startswith(home.rstrip("/") + "/")):
+        return "~" + text[len(home.rstrip("/")):]
+    return text

@@ -19,10 +19,12 @@ If the embedder cannot be loaded, search falls back to keyword search and says s
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,8 @@ RRF_K = 60
 META_COLUMNS = ["id", "path", "file_type", "modality", "title", "page", "line_start",
                 "line_end", "start_s", "end_s", "preview"]
 SNIPPET_CHARS = 240
+CONTEXT_LINES = 8  # lines shown before and after a text hit in a preview
+CONTEXT_LINE_CHARS = 500
 
 
 class NoIndex(KbtermError):
@@ -77,6 +81,53 @@ class Filters:
             elif fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, "*/" + p):
                 return True
         return False
+
+
+def parse_when(value: str, name: str = "date") -> float:
+    """Epoch seconds of ``2026-11-01``, ``2026-11-01T14:30`` or an age (``7d``, ``12h``,
+    ``30m``, ``2w``: that long ago)."""
+    m = re.fullmatch(r"(\d+)\s*([dhmw])", value.strip())
+    if m:
+        unit = {"m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return time.time() - int(m.group(1)) * unit
+    try:
+        return dt.datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:
+        raise InputError(f"{name}: {value!r} is not a date: use a date (2026-11-01), a date "
+                         "and time (2026-11-01T14:30) or an age (7d, 12h)") from None
+
+
+@dataclass
+class Context:
+    """Source lines around a text hit (``lines[0]`` is line ``first_line``)."""
+
+    first_line: int
+    lines: list[str]
+    hit_start: int
+    hit_end: int
+
+
+def _read_lines(path: Path, first: int, last: int) -> list[str]:
+    """Lines ``first``..``last`` (1-based) of a text file, decoded and split as the indexer
+    does (so line numbers agree), each cut at ``CONTEXT_LINE_CHARS``."""
+    from kbterm.ingest.text import open_text
+
+    _, pieces = open_text(path)
+    out: list[str] = []
+    number, partial = 1, ""
+    for piece in pieces:
+        parts = (partial + piece).split("\n")
+        partial = parts.pop()
+        for line in parts:
+            if number >= first:
+                out.append(line.rstrip("\r")[:CONTEXT_LINE_CHARS])
+            number += 1
+            if number > last:
+                return out
+        partial = partial[: CONTEXT_LINE_CHARS * 4]  # a huge line is cut, not held whole
+    if number >= first and partial:
+        out.append(partial.rstrip("\r")[:CONTEXT_LINE_CHARS])
+    return out
 
 
 def _has_glob(pattern: str) -> bool:
@@ -232,6 +283,29 @@ class Searcher:
     def chunk_count(self) -> int:
         return len(self._meta)
 
+    @property
+    def file_count(self) -> int:
+        """Files indexed (as of the last :meth:`refresh`)."""
+        return len(self._mtime)
+
+    def context(self, hit: Hit, lines: int = CONTEXT_LINES) -> Context | None:
+        """The source lines around a text hit, read from the file as it was indexed (None when
+        the hit has no line range, or the file changed or went away since)."""
+        if hit.modality != "text" or hit.line_start is None:
+            return None
+        first = max(1, hit.line_start - lines)
+        last = (hit.line_end or hit.line_start) + lines
+        try:
+            if os.stat(hit.path).st_mtime_ns != self._mtime.get(hit.path):
+                return None  # changed since it was indexed: its line numbers may be off
+            out = _read_lines(Path(hit.path), first, last)
+        except (OSError, KbtermError):
+            return None
+        if len(out) < (hit.line_start - first) + 1:
+            return None  # shorter than the index says
+        return Context(first_line=first, lines=out, hit_start=hit.line_start,
+                       hit_end=hit.line_end or hit.line_start)
+
     def _allowed(self, filters: Filters) -> np.ndarray | None:
         """Mask over the live chunks that pass ``filters`` (None: all pass).  Decided per
         file, then spread to its chunks: cheap at 100,000 chunks."""
@@ -313,14 +387,18 @@ class Searcher:
             hit.rank = rank
         return results
 
-    def rerank(self, results: Results, *, k: int = 10, enabled: bool = True) -> Results:
-        """Rerank the head of ``results`` (from :meth:`retrieve`) and keep the best ``k``."""
+    def rerank(self, results: Results, *, k: int = 10, enabled: bool = True,
+               cancel: threading.Event | None = None) -> Results:
+        """Rerank the head of ``results`` (from :meth:`retrieve`) and keep the best ``k``.
+
+        ``cancel``: set it to stop between reranker batches (raises
+        :class:`~kbterm.errors.Cancelled`; ``results`` is then left as it was)."""
         hits = list(results.hits)
         t = time.perf_counter()
         n_rerank = min(self.config.search.rerank, len(hits)) if enabled else 0
         if n_rerank:
             try:
-                self._rerank(results.query, results.image, hits, n_rerank)
+                self._rerank(results.query, results.image, hits, n_rerank, cancel)
                 results.reranked = min(n_rerank, k)
             except KbtermError as exc:
                 results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
@@ -405,6 +483,15 @@ class Searcher:
                 out[row["id"]] = row["text"] or ""
         return out
 
+    def image_for(self, hit: Hit) -> str | None:
+        """The image to show for ``hit``: its own (a photo, a keyframe, a rendered page), or
+        for a PDF text hit its page, rendered at the model's size and cached."""
+        if hit.image_path:
+            return hit.image_path
+        if hit.file_type == "pdf" and hit.page is not None:
+            return self._image_for(hit, "")
+        return None
+
     def _image_for(self, hit: Hit, preview: str) -> str | None:
         if hit.modality == "video":
             return preview or None
@@ -417,7 +504,8 @@ class Searcher:
                 return None
         return hit.path
 
-    def _rerank(self, text: str, image: str | Path | None, hits: list[Hit], n: int) -> None:
+    def _rerank(self, text: str, image: str | Path | None, hits: list[Hit], n: int,
+                cancel: threading.Event | None = None) -> None:
         from kbterm.models.inputs import Image
 
         documents: list[Any] = []
@@ -426,7 +514,7 @@ class Searcher:
                 documents.append(hit.content or hit.snippet)
             else:
                 documents.append(Image(Path(hit.image_path)))
-        values = self.reranker.score(query_item(text, image), documents)
+        values = self.reranker.score(query_item(text, image), documents, cancel=cancel)
         for hit, value in zip(hits[:n], values):
             hit.rerank_score = float(value)
         head = sorted(hits[:n], key=lambda h: -(h.rerank_score or 0.0))

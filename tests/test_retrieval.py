@@ -353,3 +353,109 @@ def test_ask_cli(library, index_model_dir, tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in err
     assert "kbterm pull generator" in err and "Most relevant sources:\n[1] " in err
+
+
+def test_rerank_stops_before_the_next_batch_once_cancelled(library, searcher, tiny_model_dir):
+    import threading
+
+    from kbterm.errors import Cancelled
+    from kbterm.models.reranker import Reranker
+
+    class Counting(Reranker):
+        """Counts forward passes; the first one asks to stop (a newer keystroke)."""
+
+        def __init__(self, *args, cancel_on_first=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.calls = 0
+            self.cancel_on_first = cancel_on_first
+
+        def _run(self, inputs, **kwargs):
+            self.calls += 1
+            if self.cancel_on_first is not None:
+                self.cancel_on_first.set()
+            return super()._run(inputs, **kwargs)
+
+    config, _ = library
+    spec = ModelSpec("reranker", str(tiny_model_dir), device="cpu")
+    # One pair per batch and no shared-prefix pass: each candidate is its own forward pass.
+    full = Counting(spec, batch_tokens=1)
+    full.share_prefix = False
+    Searcher(config, embedder=searcher.embedder, reranker=full).search("rope", k=5)
+    assert full.calls >= 5
+
+    cancel = threading.Event()
+    stopping = Counting(spec, batch_tokens=1, cancel_on_first=cancel)
+    stopping.share_prefix = False
+    stopped = Searcher(config, embedder=searcher.embedder, reranker=stopping)
+    results = stopped.retrieve("rope", k=5)
+    before = [(h.id, h.rerank_score) for h in results.hits]
+    with pytest.raises(Cancelled):
+        stopped.rerank(results, k=5, cancel=cancel)
+    assert stopping.calls == 1  # stopped before the second batch
+    assert [(h.id, h.rerank_score) for h in results.hits] == before  # left as it was
+
+    cancel.clear()
+    stopping.cancel_on_first = None
+    done = stopped.rerank(results, k=5, cancel=cancel)  # not cancelled: reranks as usual
+    assert all(h.rerank_score is not None for h in done.hits)
+
+
+def test_context_is_the_source_lines_around_a_text_hit(tmp_path, index_model_dir,
+                                                         index_embedder):
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    lines = [f"entry {n}: the tide table for the harbour" for n in range(1, 401)]
+    lines[199] = "the zeppelin moored above the quay"
+    (folder / "log.txt").write_text("\n".join(lines) + "\n")
+    (folder / "menu.txt").write_bytes("Café crème\nthé glacé\nzeppelin torte\n".encode("cp1252"))
+    config = make_config(index_model_dir, tmp_path / "data", [folder])
+    run_index(config, embedder=index_embedder)
+    searcher = Searcher(config, embedder=index_embedder)
+    hits = searcher.search("zeppelin", k=50, rerank=False).hits
+    hit = next(h for h in hits if h.path.endswith("log.txt") and "zeppelin" in h.content)
+    assert hit.line_start < 200 <= hit.line_end
+
+    context = searcher.context(hit, lines=5)
+    assert context.first_line == hit.line_start - 5
+    assert len(context.lines) == hit.line_end - hit.line_start + 1 + 10
+    assert context.lines == lines[context.first_line - 1: hit.line_end + 5]
+    assert (context.hit_start, context.hit_end) == (hit.line_start, hit.line_end)
+
+    # Decoded as the indexer decoded it (cp1252 here), so its lines are the chunk's lines.
+    menu = next(h for h in hits if h.path.endswith("menu.txt"))
+    assert searcher.context(menu).lines == menu.content.splitlines() == [
+        "Café crème", "thé glacé", "zeppelin torte"]
+
+    # Changed since it was indexed: its line numbers may be off, so no context.
+    with open(folder / "log.txt", "a") as f:
+        f.write("one more line\n")
+    os.utime(folder / "log.txt", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert searcher.context(hit) is None
+
+
+def test_parse_when():
+    from kbterm.errors import InputError
+    from kbterm.retrieval import parse_when
+
+    assert parse_when("7d") == pytest.approx(time.time() - 7 * 86400, abs=5)
+    assert parse_when("12h") == pytest.approx(time.time() - 12 * 3600, abs=5)
+    assert parse_when("2026-11-01") == pytest.approx(
+        time.mktime((2026, 11, 1, 0, 0, 0, 0, 0, -1)), abs=1)
+    with pytest.raises(InputError, match="after: 'yesterday' is not a date"):
+        parse_when("yesterday", "after")
+
+
+def test_image_for_renders_the_page_of_a_pdf_text_hit(searcher, library):
+    config, _ = library
+    hits = searcher.search("table", k=50, rerank=False).hits
+    text_hit = next(h for h in hits if h.file_type == "pdf" and h.modality == "text")
+    assert text_hit.image_path is None
+    page = Path(searcher.image_for(text_hit))
+    assert page.is_file() and config.data_path in page.parents
+    from PIL import Image
+
+    with Image.open(page) as im:
+        assert im.width > 100 and im.height > 100
+    image_hit = next(h for h in hits if h.file_type == "image")
+    assert searcher.image_for(image_hit) == image_hit.path
+    assert searcher.image_for(next(h for h in hits if h.file_type == "markdown")) is None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, TypeVar
 
-from kbterm.errors import ModelLoadError
+from kbterm.errors import Cancelled, ModelLoadError
 from kbterm.models.runtime import Runtime, choose_runtime, resolve_model
 
 if TYPE_CHECKING:
@@ -167,12 +167,15 @@ class BatchedModel(LazyModel):
         self,
         lengths: Sequence[int],
         forward: Callable[[list[int]], Sequence[T]],
+        cancel: threading.Event | None = None,
     ) -> list[T]:
-        """Call ``forward`` on planned batches of input indices; results in input order."""
+        """Call ``forward`` on planned batches of input indices; results in input order.
+        ``cancel``: checked before each batch (:class:`~kbterm.errors.Cancelled` once set)."""
         from kbterm.models.encoding import plan_batches
 
         results: list[Any] = [None] * len(lengths)
         for batch in plan_batches(lengths, self.batch_tokens, self.pass_overhead):
+            check_cancel(cancel)
             for i, result in zip(batch, forward(batch)):
                 results[i] = result
         return results
@@ -189,3 +192,9 @@ class BatchedModel(LazyModel):
             out = self._model(**inputs, **kwargs)
             self.forward_calls += 1
         return out
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise :class:`~kbterm.errors.Cancelled` if ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("cancelled")

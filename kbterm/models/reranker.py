@@ -11,12 +11,13 @@ pairs sorted by length, and a batched score equals the single-pair score.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from kbterm.config import DEFAULT_RERANK_INSTRUCTION
-from kbterm.models.base import BatchedModel, ModelSpec
+from kbterm.models.base import BatchedModel, ModelSpec, check_cancel
 from kbterm.models.encoding import (
     GENERATION_PROMPT_TOKENS,
     Encoded,
@@ -94,18 +95,24 @@ class Reranker(BatchedModel):
         return self._encoder.encode(self.messages(query, document, instruction), keep_tail=KEEP_TAIL)
 
     def score(
-        self, query: Item, documents: Sequence[Item], instruction: str | None = None
+        self, query: Item, documents: Sequence[Item], instruction: str | None = None,
+        *, cancel: threading.Event | None = None,
     ) -> list[float]:
-        """Relevance of each document to ``query`` in (0, 1), in document order."""
+        """Relevance of each document to ``query`` in (0, 1), in document order.
+
+        ``cancel``: once set, scoring stops before the next batch with
+        :class:`~kbterm.errors.Cancelled` (the TUI sets it when a newer keystroke comes)."""
         self.load()
         if not documents:
             return []
         scores: list[float] = []
         for _, encoded in self._windows(documents, lambda doc: self.encode(query, doc, instruction)):
-            scores.extend(self._score_window(encoded))
+            check_cancel(cancel)
+            scores.extend(self._score_window(encoded, cancel))
         return scores
 
-    def _score_window(self, encoded: list[Encoded]) -> list[float]:
+    def _score_window(self, encoded: list[Encoded],
+                      cancel: threading.Event | None = None) -> list[float]:
         prefix = shared_prefix_length(encoded) if self.share_prefix and len(encoded) > 1 else 0
         if prefix >= MIN_SHARED_PREFIX:
             cache = self._prefix_cache(encoded[0].input_ids[:prefix])
@@ -119,7 +126,7 @@ class Reranker(BatchedModel):
             def forward(batch: list[int]) -> list[float]:
                 return self._forward([encoded[i] for i in batch])
 
-        return self._run_batched(lengths, forward)
+        return self._run_batched(lengths, forward, cancel)
 
     def _scores(self, hidden: Any) -> list[float]:
         import torch

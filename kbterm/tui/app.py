@@ -29,18 +29,22 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
-from textual.widgets import Input, ListItem, ListView, Markdown, Static
+from textual.widgets import Input, ListItem, ListView, Markdown, Select, Static
+
+from kbterm.ingest import FILE_TYPES
+from kbterm.paths import display_path
 
 if TYPE_CHECKING:
     from kbterm.answer import Answer, Asker
     from kbterm.config import Config
-    from kbterm.retrieval import Hit, Results, Searcher
+    from kbterm.retrieval import Context, Filters, Hit, Results, Searcher
 
 DEBOUNCE_SECONDS = 0.2
 CITATION = re.compile(r"\[(\d{1,3})\]")
 RESULTS = 20
 ICONS = {"text": "¶", "image": "▣", "video": "▶"}
 STATUS_SECONDS = 2.0
+TYPES = list(dict.fromkeys(FILE_TYPES.values()))  # text markdown json html pdf image video
 
 
 def highlight(text: str, query: str) -> Text:
@@ -57,7 +61,8 @@ def highlight(text: str, query: str) -> Text:
 
 
 class ResultItem(ListItem):
-    """One hit in the results list."""
+    """One hit in the results list: a head line (rank, reranked marker, modality icon,
+    citation; scores on the right) and a snippet of up to two lines."""
 
     def __init__(self, hit: "Hit", query: str, reranked: bool) -> None:
         super().__init__()
@@ -67,7 +72,7 @@ class ResultItem(ListItem):
 
     def compose(self) -> ComposeResult:
         hit = self.hit
-        head = Text()
+        head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"{hit.rank:>2} ", style="dim")
         head.append(("★ " if self.reranked and hit.rerank_score is not None else "  "),
                     style="green")
@@ -78,22 +83,28 @@ class ResultItem(ListItem):
             scores.append(f"cos {hit.embedding_score:.2f}")
         if hit.rerank_score is not None:
             scores.append(f"rr {hit.rerank_score:.2f}")
-        if scores:
-            head.append("  " + " ".join(scores), style="dim")
-        body = highlight(hit.snippet.replace("\n", " ")[:160], self.query)
-        body.stylize("grey70")
-        yield Static(head, classes="hit-head")
+        # A narrow list shows one score: the reranker's when there is one.
+        short = (Text(f"{hit.rerank_score:.2f}", style="green") if hit.rerank_score is not None
+                 else Text(f"{hit.embedding_score:.2f}") if hit.embedding_score is not None
+                 else Text(""))
+        body = highlight(" ".join(hit.snippet.split())[:240], self.query)
+        with Horizontal(classes="hit-head"):
+            yield Static(head, classes="hit-title")
+            yield Static(" ".join(scores), classes="hit-scores")
+            yield Static(short, classes="hit-score")
         yield Static(body, classes="hit-snippet")
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = tuple(suffix for suffix, kind in FILE_TYPES.items() if kind == "image")
 
 
 class PathSuggester(Suggester):
-    """Completes a file path (folders and images), like a shell's Tab."""
+    """Completes a file path (folders, and images unless ``folders_only``), like a shell's
+    Tab."""
 
-    def __init__(self) -> None:
+    def __init__(self, folders_only: bool = False) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
+        self.folders_only = folders_only
 
     async def get_suggestion(self, value: str) -> str | None:
         if not value:
@@ -110,7 +121,7 @@ class PathSuggester(Suggester):
             full = os.path.join(folder, name)
             if os.path.isdir(full):
                 name += os.sep
-            elif not name.lower().endswith(IMAGE_SUFFIXES):
+            elif self.folders_only or not name.lower().endswith(IMAGE_SUFFIXES):
                 continue
             return value + name[len(stem):]
         return None
@@ -138,26 +149,48 @@ class KbtermApp(App[None]):
     """``kbterm`` with no arguments."""
 
     TITLE = "kbterm"
+    # Under 80 columns the preview goes below the results instead of beside them.
+    # From 80 to 119 columns the results list is narrow and shows one score per hit.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide"), (120, "-very-wide")]
     CSS = """
     Screen { layout: vertical; }
     #query { dock: top; margin: 0 0; }
     #image { dock: top; display: none; }
     #image.shown { display: block; }
+    #filters { dock: top; height: 1; display: none; padding: 0 1; }
+    #filters.shown { display: block; }
+    #filters Select { width: 16; margin-right: 1; }
+    #filters Input { margin-right: 1; }
+    #f-folder { width: 2fr; }
+    #f-after, #f-before { width: 1fr; }
+    #filters Input.-invalid { color: $error; text-style: bold; }
     #main { height: 1fr; }
-    #results { width: 1fr; min-width: 30; border: round $primary-darken-2; }
-    #preview-pane { width: 1fr; border: round $primary-darken-2; }
+    Screen.-narrow #main { layout: vertical; }
+    #results-pane { width: 1fr; height: 1fr; }
+    Screen.-wide #results-pane { width: 3fr; }
+    Screen.-wide #preview-pane { width: 2fr; }
+    #results { height: 1fr; min-width: 30; border: round $primary-darken-2; }
+    #preview-pane { width: 1fr; height: 1fr; border: round $primary-darken-2; }
     #preview-title { height: auto; padding: 0 1; text-style: bold; }
     #preview-text { padding: 0 1; }
-    .preview-image { height: 1fr; width: 1fr; }
+    .preview-image { height: 1fr; width: 1fr; min-height: 8; }
     #message { padding: 1 2; color: $text-muted; }
-    #status { dock: bottom; height: 1; background: $boost; padding: 0 1; }
+    #status { dock: bottom; height: 1; background: $boost; padding: 0 1;
+              text-wrap: nowrap; text-overflow: ellipsis; }
     #answer-pane { height: 1fr; border-top: solid $primary-darken-2; display: none; }
     #answer-pane.shown { display: block; }
     #answer { padding: 0 1; }
-    .hit-snippet { padding-left: 5; }
-    ResultItem { height: auto; padding: 0 0 1 0; }
+    ResultItem { height: auto; padding: 0 1 0 0; }
+    .hit-head { height: 1; }
+    .hit-title { width: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
+    .hit-scores, .hit-score { width: auto; color: $text-muted; padding-left: 1; }
+    .hit-score { display: none; }
+    Screen.-wide .hit-scores { display: none; }
+    Screen.-wide .hit-score { display: block; }
+    .hit-snippet { padding-left: 5; max-height: 2; color: $text-muted; }
     HelpScreen { align: center middle; }
-    #help { width: 64; height: auto; border: round $primary; padding: 1 2; background: $panel; }
+    #help { width: 64; max-width: 100%; height: auto; max-height: 100%;
+            border: round $primary; padding: 1 2; background: $panel; }
     """
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit"),
@@ -167,12 +200,15 @@ class KbtermApp(App[None]):
         Binding("ctrl+o", "open_source", "Open source"),
         Binding("ctrl+g", "answer", "Answer", priority=True),
         Binding("ctrl+t", "image_query", "Image query", priority=True),
+        Binding("ctrl+f", "filters", "Filters", priority=True),
         Binding("ctrl+r", "refresh_status", "Refresh status", show=False),
     ]
     KEYS = [("type", "search (debounced 200 ms)"), ("↓ / ↑", "move through results"),
             ("enter", "preview the selected hit"), ("ctrl+o", "open the source (page/line)"),
             ("enter / ctrl+g", "answer the query from these results (streamed)"),
             ("ctrl+t", "search by an image: a path, → completes it"),
+            ("ctrl+f", "filters: type, folder, modified after/before"),
+            ("tab", "next box (filters)"),
             ("[n] in the answer", "click: show that source"),
             ("escape", "stop the answer / back to the search box"), ("?", "this help"),
             ("ctrl+q", "quit")]
@@ -185,10 +221,12 @@ class KbtermApp(App[None]):
         self._asker = asker
         self.answer: "Answer | None" = None
         self._answer_cancel: threading.Event | None = None
+        self._search_cancel: threading.Event | None = None
         self._searcher_lock = threading.Lock()
         self.seq = 0  # the latest query's number
         self.shown_seq = 0  # the query whose results are on screen
         self.results: "Results | None" = None
+        self.filters_text = ""  # the active filters, for people
         self._timer: Any = None
         self.model_state = "models load on first search"
         self.last_error = ""
@@ -200,6 +238,13 @@ class KbtermApp(App[None]):
         yield Input(placeholder="Search your files…  (? for keys)", id="query")
         yield Input(placeholder="Image to search by: a path (→ completes; empty: none)",
                     id="image", suggester=PathSuggester())
+        with Horizontal(id="filters"):
+            yield Select([(kind, kind) for kind in TYPES], prompt="any type", id="f-type",
+                         compact=True)
+            yield Input(placeholder="in folder (→ completes)", id="f-folder", compact=True,
+                        suggester=PathSuggester(folders_only=True))
+            yield Input(placeholder="after: 7d, 2026-11-01", id="f-after", compact=True)
+            yield Input(placeholder="before", id="f-before", compact=True)
         with Horizontal(id="main"):
             with Vertical(id="results-pane"):
                 yield Static("", id="message")
@@ -220,7 +265,7 @@ class KbtermApp(App[None]):
             self._message(
                 "No index yet.\n\nAdd folders with  kbterm index ~/Documents\n"
                 "or list them under [library] in the config and run  kbterm watch --detach\n"
-                f"(data folder: {self.config.data_path})")
+                f"(data folder: {display_path(self.config.data_path)})")
         else:
             self._message("Type to search.")
             # After the first frame: loading LanceDB and torch holds the interpreter for a
@@ -253,15 +298,14 @@ class KbtermApp(App[None]):
         from kbterm.watchstate import read_state
 
         parts = []
-        if self.results is not None or self._searcher is not None:
-            n = self._searcher.chunk_count if self._searcher is not None else 0
-            if n:
-                parts.append(f"{n:,} chunks")
+        searcher = self._searcher
+        if searcher is not None and searcher.chunk_count:
+            parts.append(f"{searcher.file_count:,} files, {searcher.chunk_count:,} chunks")
         watcher = read_state(self.config.data_path)
         parts.append("watch: " + (watcher.summary() if watcher else "not running"))
         parts.append(self.model_state)
-        line = Text(" │ ".join(parts))  # plain text: an error may hold "[Errno 2]"
-        if self.last_error:
+        line = Text(" │ ".join(parts), no_wrap=True, overflow="ellipsis")  # plain text: an
+        if self.last_error:  # error may hold "[Errno 2]", which is not markup
             line.append(" │ ")
             line.append(self.last_error, style="red")
         self.query_one("#status", Static).update(line)
@@ -301,8 +345,13 @@ class KbtermApp(App[None]):
 
     @on(Input.Changed, "#query")
     @on(Input.Changed, "#image")
-    def _query_changed(self, event: Input.Changed) -> None:
+    @on(Input.Changed, "#filters Input")
+    @on(Select.Changed, "#f-type")
+    def _query_changed(self, event: Input.Changed | Select.Changed) -> None:
+        """Any change restarts the debounce and cancels the running search."""
         self.seq += 1
+        if self._search_cancel is not None:
+            self._search_cancel.set()  # the reranker stops before its next batch
         if self._timer is not None:
             self._timer.stop()
         seq = self.seq
@@ -326,10 +375,61 @@ class KbtermApp(App[None]):
             box.value = ""
             self.query_one("#query", Input).focus()
 
+    def action_filters(self) -> None:
+        """Show the filter bar (and focus it), or hide it; hidden filters still apply."""
+        bar = self.query_one("#filters")
+        bar.toggle_class("shown")
+        if bar.has_class("shown"):
+            self.query_one("#f-type", Select).focus()
+        else:
+            self.query_one("#query", Input).focus()
+
+    def current_filters(self) -> "tuple[Filters, list[str]]":
+        """The filters the bar holds, and what is wrong with them (those parts are ignored
+        until fixed, and their box is marked)."""
+        from kbterm.errors import InputError
+        from kbterm.retrieval import Filters, parse_when
+
+        problems: list[str] = []
+        kind = self.query_one("#f-type", Select).value
+        folder = self.query_one("#f-folder", Input).value.strip()
+        when: dict[str, float | None] = {}
+        for name in ("after", "before"):
+            box = self.query_one(f"#f-{name}", Input)
+            value = box.value.strip()
+            when[name] = None
+            box.remove_class("-invalid")
+            if value:
+                try:
+                    when[name] = parse_when(value, name)
+                except InputError as exc:
+                    problems.append(str(exc))
+                    box.add_class("-invalid")
+        paths: tuple[str, ...] = ()
+        if folder:
+            paths = (folder if any(c in folder for c in "*?[")
+                     else os.path.abspath(os.path.expanduser(folder)),)
+        filters = Filters(paths=paths, types=(kind,) if isinstance(kind, str) else (),
+                          modified_after=when["after"], modified_before=when["before"])
+        described = []
+        if filters.types:
+            described.append(f"type {kind}")
+        if folder:
+            described.append(f"in {folder}")
+        for name in ("after", "before"):
+            if when[name] is not None:
+                described.append(f"{name} {self.query_one(f'#f-{name}', Input).value.strip()}")
+        self.filters_text = " · ".join(described)
+        return filters, problems
+
     async def _start_search(self, seq: int, text: str) -> None:
         if seq != self.seq:
             return
         image = self.image_query
+        filters, problems = self.current_filters()
+        if problems:
+            await self._show_results(seq, None, reranked=False, note=problems[0])
+            return
         if not text.strip() and image is None:
             await self._show_results(seq, None, reranked=False)
             return
@@ -337,29 +437,34 @@ class KbtermApp(App[None]):
             self._update_index_state()
             if self.index_state == "empty":
                 return
-        self._search(seq, text, image)
+        self._search_cancel = cancel = threading.Event()
+        self._search(seq, text, image, filters, cancel)
 
     @work(thread=True, exclusive=True, group="search", exit_on_error=False)
-    def _search(self, seq: int, text: str, image: str | None = None) -> None:
-        from kbterm.errors import KbtermError
+    def _search(self, seq: int, text: str, image: str | None, filters: "Filters",
+                cancel: threading.Event) -> None:
+        from kbterm.errors import Cancelled, KbtermError
 
         try:
-            results = self.searcher.retrieve(text, image, k=RESULTS)
+            results = self.searcher.retrieve(text, image, k=RESULTS, filters=filters)
             if seq != self.seq:
                 return  # a newer keystroke: this one is stale
             fast = _copy_head(results, RESULTS)
             self.call_from_thread(self._show_results, seq, fast, False)
             if self.config.search.rerank:
-                reranked = self.searcher.rerank(results, k=RESULTS)
+                reranked = self.searcher.rerank(results, k=RESULTS, cancel=cancel)
                 if seq != self.seq:
                     return
                 self.call_from_thread(self._show_results, seq, reranked, True)
+        except Cancelled:
+            return  # a newer keystroke stopped it: that search shows its own results
         except KbtermError as exc:
             self.call_from_thread(self._set_error, str(exc))
         except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
             self.call_from_thread(self._set_error, f"search failed: {type(exc).__name__}: {exc}")
 
-    async def _show_results(self, seq: int, results: "Results | None", reranked: bool) -> None:
+    async def _show_results(self, seq: int, results: "Results | None", reranked: bool,
+                            note: str = "") -> None:
         if seq != self.seq:
             return  # never show a stale list
         self.shown_seq = seq
@@ -371,14 +476,19 @@ class KbtermApp(App[None]):
         await view.clear()
         if seq != self.seq:
             return
+        view.border_subtitle = self.filters_text
         if results is None:
-            self._message("Type to search.")
+            self._message(note or "Type to search.")
+            view.border_title = ""
             self._preview(None)
             return
         if results.warnings:
             self._set_error(results.warnings[-1])
         if not results.hits:
-            self._message(f"No results for “{results.query}”.")
+            filtered = f"\n\nwith filters: {self.filters_text} (ctrl+f)" if self.filters_text \
+                else ""
+            self._message(f"No results for “{results.query}”.{filtered}")
+            view.border_title = ""
             self._preview(None)
             return
         self._message("")
@@ -403,28 +513,54 @@ class KbtermApp(App[None]):
             self._preview(event.item.hit)
 
     def _preview(self, hit: "Hit | None") -> None:
+        """Show ``hit``: a text hit as its source lines around the match (the chunk's lines
+        bright, the query's words highlighted; a PDF's page image below); a visual hit as its
+        image (the photo, the rendered page, the video's keyframe) with its time range."""
         title = self.query_one("#preview-title", Static)
         scroll = self.query_one("#preview-scroll", VerticalScroll)
         text = self.query_one("#preview-text", Static)
+        self.previewed = hit
         for old in self.query(".preview-image"):  # (removal is deferred: no ids to clash)
             old.remove()
         if hit is None:
             title.update("")
             text.update("")
             return
-        head = Text(hit.citation(), style="bold")
-        head.append(f"\n{hit.path}", style="dim")
+        head = Text(hit.citation(), style="bold", no_wrap=True, overflow="ellipsis")
+        head.append(f"\n{display_path(hit.path)}", style="dim")
         title.update(head)
         query = self.results.query if self.results is not None else ""
+        scroll.scroll_home(animate=False)
         if hit.modality == "text":
-            text.update(highlight(hit.content, query))
-            scroll.scroll_home(animate=False)
+            context = self._searcher.context(hit) if self._searcher is not None else None
+            text.update(render_context(context, query) if context is not None
+                        else highlight(hit.content, query))
+            if hit.file_type == "pdf" and hit.page is not None:
+                self._page_image(hit)
             return
         text.update(Text(hit.snippet or "", style="dim"))
         if hit.image_path and Path(hit.image_path).is_file():
-            from textual_image.widget import Image
+            self._mount_image(hit, hit.image_path, before=True)
 
-            scroll.mount(Image(hit.image_path, classes="preview-image"), before=text)
+    def _mount_image(self, hit: "Hit", image_path: str, before: bool) -> None:
+        if getattr(self, "previewed", None) is not hit:
+            return  # the selection moved on while the page rendered
+        from textual_image.widget import Image
+
+        scroll = self.query_one("#preview-scroll", VerticalScroll)
+        text = self.query_one("#preview-text", Static)
+        image = Image(image_path, classes="preview-image")
+        if before:
+            scroll.mount(image, before=text)
+        else:
+            scroll.mount(image, after=text)
+
+    @work(thread=True, group="page", exclusive=True, exit_on_error=False)
+    def _page_image(self, hit: "Hit") -> None:
+        """Render (or take from the cache) the PDF page of a text hit, off the UI thread."""
+        path = self.searcher.image_for(hit)
+        if path is not None:
+            self.call_from_thread(self._mount_image, hit, path, False)
 
     # ------------------------------------------------------------------ actions
 
@@ -536,6 +672,24 @@ class KbtermApp(App[None]):
         except Exception:  # noqa: BLE001 - suspend is not possible (e.g. in tests): detach
             subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def render_context(context: "Context", query: str) -> Text:
+    """Source lines with a line-number gutter: the hit's lines bright, the rest dim, the
+    query's words highlighted."""
+    width = len(str(context.first_line + len(context.lines)))
+    out = Text()
+    for offset, line in enumerate(context.lines):
+        number = context.first_line + offset
+        inside = context.hit_start <= number <= context.hit_end
+        out.append(f"{number:>{width}} ", style="bold green" if inside else "dim")
+        body = highlight(line, query)
+        if not inside:
+            body.stylize("dim")
+        out.append_text(body)
+        out.append("\n")
+    out.rstrip()
+    return out
 
 
 def _copy_head(results: "Results", k: int) -> "Results":
