@@ -230,6 +230,10 @@ class Searcher:
         self._files: np.ndarray = np.zeros(0, dtype=object)
         self._file_types: dict[str, str] = {}
         self._modality: np.ndarray = np.zeros(0, dtype=object)
+        # One refresh or candidate search at a time: the TUI warms the cache in one thread
+        # while it searches in another, and the chunk list, its index and the matrix rows
+        # must come from the same refresh.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ models
 
@@ -253,6 +257,10 @@ class Searcher:
 
     def refresh(self) -> None:
         """Catch up with the index (cheap when nothing changed)."""
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         chunks, files = self.store.chunks_table, self.store.files_table
         if chunks is None or files is None:
             raise NoIndex(f"no index yet in {self.store.data_dir}: run kbterm index FOLDER "
@@ -353,6 +361,12 @@ class Searcher:
             raise InputError("empty query: give text, an image (--image), or both")
         if image is not None and not Path(image).is_file():
             raise InputError(f"{image}: no such image file")
+        with self._lock:
+            return self._retrieve(text, image, k=k, rerank=rerank, filters=filters,
+                                  candidates=candidates)
+
+    def _retrieve(self, text: str, image: str | Path | None, *, k: int, rerank: bool,
+                  filters: Filters | None, candidates: int | None) -> Results:
         filters = filters or Filters()
         results = Results(query=text, image=str(image) if image is not None else None)
         t = time.perf_counter()

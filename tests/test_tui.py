@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import threading
+import time
+from dataclasses import replace
 
 import pytest
 
 from indexing_helpers import make_config, run_index
-from kbterm.retrieval import Searcher
+from kbterm.retrieval import Filters, Searcher
 
 pytest.importorskip("textual")
 
 from kbterm.tui.app import KbtermApp, ResultItem  # noqa: E402
+
+
+OLD = time.mktime((2020, 6, 1, 12, 0, 0, 0, 0, -1))
 
 
 @pytest.fixture(autouse=True)
@@ -28,8 +34,12 @@ def indexed(tmp_path_factory, corpus, index_model_dir, index_embedder):
     folder.mkdir()
     (folder / "tides.md").write_text("# Tides\n\nSpring tides follow the new moon.\n")
     (folder / "xylo.txt").write_text("A xylophonic melody drifted over the harbour.\n")
-    (folder / "rope.md").write_text("# Rigging\n\nHemp rope swells when wet.\n")
+    (folder / "rigging").mkdir()
+    rope = folder / "rigging" / "rope.md"
+    rope.write_text("# Rigging\n\nHemp rope swells when wet.\n")
+    os.utime(rope, (OLD, OLD))  # for the date filter
     shutil.copy(corpus / "images" / "beach.jpeg", folder / "beach.jpeg")
+    shutil.copy(corpus / "pdf" / "small-table.pdf", folder / "table.pdf")
     config = make_config(index_model_dir, root / "data", [folder])
     run_index(config, embedder=index_embedder)
     return config
@@ -47,6 +57,14 @@ def items(app) -> list[ResultItem]:
     return [c for c in app.query_one("#results").children if isinstance(c, ResultItem)]
 
 
+def showing(app, query: str, reranked: bool = False) -> bool:
+    """The list on screen is for ``query`` (not a list shown while it was being typed)."""
+    shown = items(app)
+    return (app.results is not None and app.results.query == query and bool(shown)
+            and all(it.query == query for it in shown)
+            and (not reranked or any(it.reranked for it in shown)))
+
+
 def test_type_then_results_then_reranked_with_preview(indexed, index_embedder, reranker):
     searcher = Searcher(indexed, embedder=index_embedder, reranker=reranker)
 
@@ -54,8 +72,7 @@ def test_type_then_results_then_reranked_with_preview(indexed, index_embedder, r
         app = KbtermApp(indexed, searcher=searcher)
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press(*"xylophonic")
-            await settle(pilot, app, lambda: items(app) and any(
-                it.reranked for it in items(app)))
+            await settle(pilot, app, lambda: showing(app, "xylophonic", reranked=True))
             shown = [it.hit for it in items(app)]
             assert "reranked" in app.query_one("#results").border_title
             assert [h.rank for h in shown] == list(range(1, len(shown) + 1))
@@ -66,9 +83,20 @@ def test_type_then_results_then_reranked_with_preview(indexed, index_embedder, r
             app.query_one("#results").index = xylo
             await pilot.pause(0.2)
             preview = str(app.query_one("#preview-text").render())
-            assert "xylophonic" in preview
+            # The source's lines, with a line-number gutter.
+            assert preview.strip() == "1 A xylophonic melody drifted over the harbour."
             title = str(app.query_one("#preview-title").render())
             assert "xylo.txt" in title
+            assert not app.query(".preview-image")
+            # A PDF text hit: its text, and the page rendered below it.
+            pdf = next(n for n, h in enumerate(shown)
+                       if h.file_type == "pdf" and h.modality == "text")
+            app.query_one("#results").index = pdf
+            await settle(pilot, app, lambda: bool(app.query(".preview-image")), what="page")
+            scroll = list(app.query_one("#preview-scroll").children)
+            assert scroll.index(app.query_one("#preview-text")) < scroll.index(
+                app.query_one(".preview-image"))
+            assert "page 1" in str(app.query_one("#preview-title").render())
             # Move to an image hit: the preview shows the image.
             index = next(n for n, it in enumerate(items(app)) if it.hit.modality == "image")
             app.query_one("#results").index = index
@@ -153,7 +181,7 @@ def test_missing_model_falls_back_to_keywords(indexed, tmp_path):
         async with app.run_test(size=(100, 30)) as pilot:
             await settle(pilot, app, lambda: "unavailable" in app.model_state)
             await pilot.press(*"xylophonic")
-            await settle(pilot, app, lambda: bool(items(app)))
+            await settle(pilot, app, lambda: showing(app, "xylophonic"))
             assert items(app)[0].hit.path.endswith("xylo.txt")
             status = str(app.query_one("#status").render())
             assert "keyword" in status and "not found" in status
@@ -208,7 +236,7 @@ def test_answer_streams_with_sources_and_citations_move_the_preview(
         app = answer_app(indexed, index_embedder, reranker, generator)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press(*"spring tides")
-            await settle(pilot, app, lambda: any(it.reranked for it in items(app)))
+            await settle(pilot, app, lambda: showing(app, "spring tides", reranked=True))
             await pilot.press("enter")
             await settle(pilot, app, lambda: app._answer_cancel is not None
                          and app._answer_cancel.is_set())
@@ -231,7 +259,7 @@ def test_escape_cancels_the_answer_and_keeps_what_was_written(
         app = answer_app(indexed, index_embedder, reranker, long_generator)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press(*"rope")
-            await settle(pilot, app, lambda: any(it.reranked for it in items(app)))
+            await settle(pilot, app, lambda: showing(app, "rope", reranked=True))
             app.query_one("#results").focus()
             await pilot.press("ctrl+g")
             await settle(pilot, app, lambda: app.answer is not None and len(app.answer.text) > 0,
@@ -270,3 +298,192 @@ def test_image_query_with_path_completion(indexed, index_embedder, corpus):
             assert app.results.image == str(folder / "beach.jpeg")
 
     asyncio.run(scenario())
+
+
+def folder_of(config):
+    return config.library.folders[0]
+
+
+def test_filters_narrow_the_results(indexed, index_embedder):
+    config = replace(indexed, search=replace(indexed.search, rerank=0))
+    searcher = Searcher(config, embedder=index_embedder)
+    folder = os.path.expanduser(folder_of(config))
+    query = "tides rope"
+
+    def expected(**filters) -> list[str]:
+        return [h.id for h in searcher.retrieve(query, k=20, filters=Filters(**filters)).hits]
+
+    async def scenario() -> None:
+        app = KbtermApp(config, searcher=searcher)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press(*query)
+            await settle(pilot, app, lambda: showing(app, query))
+            everything = [it.hit.id for it in items(app)]
+            assert everything == expected()
+            assert {it.hit.file_type for it in items(app)} >= {"markdown", "text", "pdf"}
+
+            await pilot.press("ctrl+f")
+            assert app.focused is app.query_one("#f-type")
+            app.query_one("#f-type").value = "markdown"
+            await settle(pilot, app, lambda: [it.hit.id for it in items(app)]
+                         == expected(types=("markdown",)), what="type filter")
+            assert {it.hit.file_type for it in items(app)} == {"markdown"}
+            assert app.query_one("#results").border_subtitle == "type markdown"
+
+            # A folder, completed like a path in a shell.
+            await pilot.press("tab")
+            assert app.focused is app.query_one("#f-folder")
+            await pilot.press(*os.path.join(folder, "rig"), "right")
+            await settle(pilot, app, lambda: [it.hit.path for it in items(app)]
+                         == [os.path.join(folder, "rigging", "rope.md")], what="folder filter")
+            assert app.query_one("#f-folder").value == os.path.join(folder, "rigging") + "/"
+
+            # Dates: rope.md is from 2020, the rest from today.
+            app.query_one("#f-type").clear()
+            app.query_one("#f-folder").value = ""
+            app.query_one("#f-before").focus()
+            await pilot.press(*"2021-01-01")
+            await settle(pilot, app, lambda: {it.hit.path for it in items(app)}
+                         == {os.path.join(folder, "rigging", "rope.md")}, what="before")
+            app.query_one("#f-before").value = ""
+            app.query_one("#f-after").value = "7d"
+            await settle(pilot, app, lambda: [it.hit.id for it in items(app)]
+                         == expected(modified_after=time.time() - 7 * 86400), what="after")
+            assert all(not it.hit.path.endswith("rope.md") for it in items(app))
+
+            # A date that is not one: said, marked, and nothing searched until fixed.
+            app.query_one("#f-after").value = "yesterday"
+            await settle(pilot, app, lambda: not items(app), what="invalid date")
+            assert "not a date" in str(app.query_one("#message").render())
+            assert app.query_one("#f-after").has_class("-invalid")
+            app.query_one("#f-after").value = ""
+            await settle(pilot, app, lambda: [it.hit.id for it in items(app)] == everything,
+                         what="filters cleared")
+            assert not app.query_one("#f-after").has_class("-invalid")
+            assert not app.query_one("#results").border_subtitle
+
+            # Filters that leave nothing: said, with the filters.
+            app.query_one("#f-after").value = "2999-01-01"
+            await settle(pilot, app, lambda: "No results" in str(
+                app.query_one("#message").render()), what="no results")
+            assert "after 2999-01-01" in str(app.query_one("#message").render())
+            # Hidden, the filters still apply (and the list says so).
+            await pilot.press("ctrl+f")
+            assert not app.query_one("#filters").display
+            assert app.focused is app.query_one("#query")
+
+    asyncio.run(scenario())
+
+
+def test_layout_at_80x24_and_on_resize(indexed, index_embedder):
+    async def scenario() -> None:
+        app = KbtermApp(indexed, searcher=Searcher(indexed, embedder=index_embedder))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press(*"tides")
+            await settle(pilot, app, lambda: showing(app, "tides"))
+
+            def region(selector):
+                return app.query_one(selector).region
+
+            def fits() -> None:
+                screen = app.screen.region
+                for selector in ("#query", "#results", "#preview-pane", "#status"):
+                    assert region(selector).area and screen.contains_region(region(selector))
+                assert region("#status").bottom == screen.bottom
+                for item in items(app)[:3]:  # a head line each, never wrapped
+                    assert item.query_one(".hit-title").region.height == 1
+
+            fits()
+            results, preview = region("#results"), region("#preview-pane")
+            assert preview.x >= results.right and results.height >= 18  # side by side
+            first = items(app)[0]
+            # 80 columns: one score per hit, so the citation keeps its room.
+            assert first.query_one(".hit-score").display
+            assert not first.query_one(".hit-scores").display
+            assert first.query_one(".hit-title").region.width >= 30
+
+            await pilot.press("ctrl+f")
+            await pilot.pause(0.2)
+            fits()
+            assert region("#filters").height == 1 and region("#results").height >= 17
+
+            await pilot.resize_terminal(60, 30)  # narrow: the preview goes below
+            await pilot.pause(0.3)
+            fits()
+            results, preview = region("#results"), region("#preview-pane")
+            assert preview.y >= results.bottom and preview.width == app.screen.region.width
+            assert results.height >= 8 and preview.height >= 8
+
+            await pilot.resize_terminal(130, 40)  # wide: side by side, both scores
+            await pilot.pause(0.3)
+            fits()
+            results, preview = region("#results"), region("#preview-pane")
+            assert preview.x >= results.right
+            first = items(app)[0]
+            assert first.query_one(".hit-scores").display
+            assert not first.query_one(".hit-score").display
+            assert "cos " in str(first.query_one(".hit-scores").render())
+
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(0.3)
+            fits()
+
+    asyncio.run(scenario())
+
+
+def test_a_new_keystroke_stops_the_running_rerank(indexed, index_embedder, tiny_model_dir):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.reranker import Reranker
+
+    class Blocking(Reranker):
+        """Holds its first forward pass until released; logs the query of every pass."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.entered, self.release = threading.Event(), threading.Event()
+            self.passes: list[str] = []
+            self.query = ""
+
+        def score(self, query, documents, instruction=None, *, cancel=None):
+            self.query = str(query)
+            return super().score(query, documents, instruction, cancel=cancel)
+
+        def _run(self, inputs, **kwargs):
+            self.passes.append(self.query)
+            self.entered.set()
+            self.release.wait(30)
+            return super()._run(inputs, **kwargs)
+
+    reranker = Blocking(ModelSpec("reranker", str(tiny_model_dir), device="cpu"),
+                        batch_tokens=1)  # one candidate per forward pass
+    reranker.share_prefix = False
+    searcher = Searcher(indexed, embedder=index_embedder, reranker=reranker)
+
+    async def scenario() -> None:
+        app = KbtermApp(indexed, searcher=searcher)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press(*"rope")
+            await settle(pilot, app, reranker.entered.is_set, what="rerank started")
+            running = app._search_cancel
+            first_query = reranker.query
+            assert not running.is_set()
+            await pilot.press("s")  # "ropes"
+            assert running.is_set()  # the keystroke itself cancels
+            reranker.release.set()
+            await settle(pilot, app, lambda: app.results is not None
+                         and app.results.query == "ropes" and app.results.reranked,
+                         what="the new query reranked")
+            assert reranker.passes.count(first_query) == 1  # stopped after the pass it was in
+            assert reranker.passes.count(reranker.query) == len(items(app))
+            assert all(it.query == "ropes" for it in items(app))
+
+    asyncio.run(scenario())
+
+
+def test_display_path_uses_a_tilde(monkeypatch, tmp_path):
+    from kbterm.paths import display_path
+
+    monkeypatch.setenv("HOME", str(tmp_path / "ada"))
+    assert display_path(tmp_path / "ada" / "notes" / "a.md") == "~/notes/a.md"
+    assert display_path(str(tmp_path / "ada")) == "~"
+    assert display_path(str(tmp_path / "adam" / "x")) == str(tmp_path / "adam" / "x")

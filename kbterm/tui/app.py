@@ -12,6 +12,7 @@ not the latest is dropped, so a stale list never replaces a newer one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -223,6 +224,7 @@ class KbtermApp(App[None]):
         self._answer_cancel: threading.Event | None = None
         self._search_cancel: threading.Event | None = None
         self._searcher_lock = threading.Lock()
+        self._show_lock = asyncio.Lock()
         self.seq = 0  # the latest query's number
         self.shown_seq = 0  # the query whose results are on screen
         self.results: "Results | None" = None
@@ -465,18 +467,27 @@ class KbtermApp(App[None]):
 
     async def _show_results(self, seq: int, results: "Results | None", reranked: bool,
                             note: str = "") -> None:
+        # One list change at a time: clearing and mounting are awaited, and a second change
+        # interleaved with them would clear before the first list's items are mounted, leaving
+        # both lists on screen.
+        async with self._show_lock:
+            await self._replace_results(seq, results, reranked, note)
+
+    async def _replace_results(self, seq: int, results: "Results | None", reranked: bool,
+                               note: str) -> None:
         if seq != self.seq:
             return  # never show a stale list
-        self.shown_seq = seq
-        self.results = results
         view = self.query_one("#results", ListView)
         selected = None
         if view.highlighted_child is not None and isinstance(view.highlighted_child, ResultItem):
             selected = view.highlighted_child.hit.id
         await view.clear()
+        self.results, self.shown_seq = None, seq  # (what is on screen: nothing, for now)
         if seq != self.seq:
             return
         view.border_subtitle = self.filters_text
+        if results is not None and not results.hits:
+            self.results = results
         if results is None:
             self._message(note or "Type to search.")
             view.border_title = ""
@@ -500,6 +511,7 @@ class KbtermApp(App[None]):
             view.border_title = f"{len(results.hits)} results"
         items = [ResultItem(hit, results.query, reranked) for hit in results.hits]
         await view.extend(items)
+        self.results = results
         index = next((n for n, it in enumerate(items) if it.hit.id == selected), 0)
         view.index = index
         self._preview(items[index].hit)
