@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -138,12 +140,14 @@ class HelpScreen(ModalScreen[None]):
         self.rows = bindings
 
     def compose(self) -> ComposeResult:
-        text = Text("kbterm keys\n\n", style="bold")
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold cyan", no_wrap=True)
+        table.add_column(ratio=1)
         for key, what in self.rows:
-            text.append(f"  {key:<14}", style="bold cyan")
-            text.append(f"{what}\n")
-        text.append("\nType to search; results refresh as you type.", style="dim")
-        yield Static(text, id="help")
+            table.add_row(Text(key), Text(what))  # (plain: "[n]" is not markup)
+        yield Static(Group(Text("kbterm keys\n", style="bold"), table,
+                           Text("\nType to search; results refresh as you type.",
+                                style="dim")), id="help")
 
 
 class KbtermApp(App[None]):
@@ -155,27 +159,28 @@ class KbtermApp(App[None]):
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (80, "-wide"), (120, "-very-wide")]
     CSS = """
     Screen { layout: vertical; }
-    #query { dock: top; margin: 0 0; }
-    #image { dock: top; display: none; }
+    #query { margin: 0 0; }
+    #image { display: none; }
     #image.shown { display: block; }
-    #filters { dock: top; height: 1; display: none; padding: 0 1; }
+    #filters { height: 1; display: none; padding: 0 1; }
     #filters.shown { display: block; }
-    #filters Select { width: 16; margin-right: 1; }
+    #filters Select { width: 14; margin-right: 1; }
     #filters Input { margin-right: 1; }
-    #f-folder { width: 2fr; }
-    #f-after, #f-before { width: 1fr; }
+    #f-folder { width: 1fr; }
+    #f-after, #f-before { width: 13; }
     #filters Input.-invalid { color: $error; text-style: bold; }
     #main { height: 1fr; }
     Screen.-narrow #main { layout: vertical; }
-    #results-pane { width: 1fr; height: 1fr; }
+    #results-pane { width: 1fr; height: 1fr; border: round $primary-darken-2; }
     Screen.-wide #results-pane { width: 3fr; }
     Screen.-wide #preview-pane { width: 2fr; }
-    #results { height: 1fr; min-width: 30; border: round $primary-darken-2; }
+    #results { height: 1fr; min-width: 30; }
+    #results.empty { display: none; }
     #preview-pane { width: 1fr; height: 1fr; border: round $primary-darken-2; }
     #preview-title { height: auto; padding: 0 1; text-style: bold; }
     #preview-text { padding: 0 1; }
     .preview-image { height: 1fr; width: 1fr; min-height: 8; }
-    #message { padding: 1 2; color: $text-muted; }
+    #message { padding: 1 1; color: $text-muted; }
     #status { dock: bottom; height: 1; background: $boost; padding: 0 1;
               text-wrap: nowrap; text-overflow: ellipsis; }
     #answer-pane { height: 1fr; border-top: solid $primary-darken-2; display: none; }
@@ -292,9 +297,13 @@ class KbtermApp(App[None]):
         self.index_state = "ready" if store.exists else "empty"
 
     def _message(self, text: str) -> None:
+        """Say ``text`` where the results go (plain text: "[library]" is not markup); the
+        list is hidden while it is empty."""
         message = self.query_one("#message", Static)
-        message.update(text)
+        message.update(Text(text))
         message.display = bool(text)
+        view = self.query_one("#results", ListView)
+        view.set_class(not any(isinstance(c, ResultItem) for c in view.children), "empty")
 
     def _render_status(self) -> None:
         from kbterm.watchstate import read_state
@@ -485,12 +494,13 @@ class KbtermApp(App[None]):
         self.results, self.shown_seq = None, seq  # (what is on screen: nothing, for now)
         if seq != self.seq:
             return
-        view.border_subtitle = self.filters_text
+        pane = self.query_one("#results-pane")
+        pane.border_subtitle = self.filters_text
         if results is not None and not results.hits:
             self.results = results
         if results is None:
             self._message(note or "Type to search.")
-            view.border_title = ""
+            pane.border_title = ""
             self._preview(None)
             return
         if results.warnings:
@@ -499,18 +509,18 @@ class KbtermApp(App[None]):
             filtered = f"\n\nwith filters: {self.filters_text} (ctrl+f)" if self.filters_text \
                 else ""
             self._message(f"No results for “{results.query}”.{filtered}")
-            view.border_title = ""
+            pane.border_title = ""
             self._preview(None)
             return
-        self._message("")
         if reranked:
-            view.border_title = f"{len(results.hits)} results, ★ reranked"
+            pane.border_title = f"{len(results.hits)} results, ★ reranked"
         elif self.config.search.rerank:
-            view.border_title = f"{len(results.hits)} results, reranking…"
+            pane.border_title = f"{len(results.hits)} results, reranking…"
         else:
-            view.border_title = f"{len(results.hits)} results"
+            pane.border_title = f"{len(results.hits)} results"
         items = [ResultItem(hit, results.query, reranked) for hit in results.hits]
         await view.extend(items)
+        self._message("")
         self.results = results
         index = next((n for n, it in enumerate(items) if it.hit.id == selected), 0)
         view.index = index
@@ -550,7 +560,9 @@ class KbtermApp(App[None]):
             if hit.file_type == "pdf" and hit.page is not None:
                 self._page_image(hit)
             return
-        text.update(Text(hit.snippet or "", style="dim"))
+        # (A visual hit's snippet is its title, or its file's name, which the title shows.)
+        caption = hit.title if hit.title and hit.title != os.path.basename(hit.path) else ""
+        text.update(Text(caption, style="dim"))
         if hit.image_path and Path(hit.image_path).is_file():
             self._mount_image(hit, hit.image_path, before=True)
 
@@ -686,22 +698,20 @@ class KbtermApp(App[None]):
                              stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def render_context(context: "Context", query: str) -> Text:
-    """Source lines with a line-number gutter: the hit's lines bright, the rest dim, the
-    query's words highlighted."""
-    width = len(str(context.first_line + len(context.lines)))
-    out = Text()
+def render_context(context: "Context", query: str) -> Table:
+    """Source lines beside their numbers (a wrapped line stays right of the gutter): the hit's
+    lines bright, the rest dim, the query's words highlighted."""
+    table = Table.grid(padding=(0, 1))
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(ratio=1, overflow="fold")
     for offset, line in enumerate(context.lines):
         number = context.first_line + offset
         inside = context.hit_start <= number <= context.hit_end
-        out.append(f"{number:>{width}} ", style="bold green" if inside else "dim")
         body = highlight(line, query)
         if not inside:
             body.stylize("dim")
-        out.append_text(body)
-        out.append("\n")
-    out.rstrip()
-    return out
+        table.add_row(Text(str(number), style="bold green" if inside else "dim"), body)
+    return table
 
 
 def _copy_head(results: "Results", k: int) -> "Results":
