@@ -155,6 +155,18 @@ class AskConfig:
     min_rerank_score: float = 0.5
 
 
+IMAGE_MODES = ("auto", "kitty", "sixel", "halfcell", "unicode", "none")
+
+
+@dataclass
+class TuiConfig:
+    """``kbterm`` (the terminal app)."""
+
+    images: str = "auto"  # how previews draw images: one of IMAGE_MODES
+    results: int = 20
+    debounce_ms: int = 200
+
+
 @dataclass
 class Config:
     """The whole configuration; ``source`` is the file it was read from (None: defaults)."""
@@ -166,6 +178,7 @@ class Config:
     watch: WatchConfig = field(default_factory=WatchConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     ask: AskConfig = field(default_factory=AskConfig)
+    tui: TuiConfig = field(default_factory=TuiConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -349,6 +362,13 @@ def _check_values(config: Config, where: str) -> None:
     if w.unload_models_after_seconds < 0:
         raise bad("watch.unload_models_after_seconds",
                   "must not be negative (0 keeps models loaded)")
+    t = config.tui
+    if t.images not in IMAGE_MODES:
+        raise bad("tui.images", f"must be one of {', '.join(IMAGE_MODES)}, not {t.images!r}")
+    if not 1 <= t.results <= 200:
+        raise bad("tui.results", f"must be between 1 and 200, not {t.results}")
+    if not 0 <= t.debounce_ms <= 2000:
+        raise bad("tui.debounce_ms", f"must be between 0 and 2000, not {t.debounce_ms}")
     if m.generator.temperature < 0:
         raise bad("models.generator.temperature", "must not be negative")
     if config.search.rerank > config.search.candidates:

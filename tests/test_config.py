@@ -113,6 +113,10 @@ rerank = 10
         ("[search]\ncandidates = 10\nrerank = 20\n", "'search.rerank' must not exceed"),
         ("[indexing.chunking.pdf]\nsize = 100\noverlap = 100\n",
          "'indexing.chunking.pdf.overlap' must be between 0 and size - 1"),
+        ("[tui]\nimages = \"iterm\"\n",
+         "'tui.images' must be one of auto, kitty, sixel, halfcell, unicode, none, not 'iterm'"),
+        ("[tui]\nresults = 0\n", "'tui.results' must be between 1 and 200, not 0"),
+        ("[tui]\ndebounce_ms = 5000\n", "'tui.debounce_ms' must be between 0 and 2000"),
     ],
 )
 def test_bad_config_is_one_line_naming_key_and_file(tmp_path, text, expected):

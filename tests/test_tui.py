@@ -495,3 +495,25 @@ def test_display_path_uses_a_tilde(monkeypatch, tmp_path):
     assert display_path(tmp_path / "ada" / "notes" / "a.md") == "~/notes/a.md"
     assert display_path(str(tmp_path / "ada")) == "~"
     assert display_path(str(tmp_path / "adam" / "x")) == str(tmp_path / "adam" / "x")
+
+
+def test_tui_settings_images_off_and_fewer_results(indexed, index_embedder):
+    from kbterm.tui.app import image_widget
+
+    assert image_widget("none") is None
+    assert image_widget("halfcell").__name__ == "HalfcellImage"
+    config = replace(indexed, tui=replace(indexed.tui, images="none", results=3, debounce_ms=0),
+                     search=replace(indexed.search, rerank=0))
+
+    async def scenario() -> None:
+        app = KbtermApp(config, searcher=Searcher(config, embedder=index_embedder))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press(*"beach")
+            await settle(pilot, app, lambda: showing(app, "beach"))
+            assert len(items(app)) == 3
+            for n, item in enumerate(items(app)):
+                app.query_one("#results").index = n
+                await pilot.pause(0.1)
+                assert not app.query(".preview-image")
+
+    asyncio.run(scenario())

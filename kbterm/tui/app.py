@@ -42,9 +42,9 @@ if TYPE_CHECKING:
     from kbterm.config import Config
     from kbterm.retrieval import Context, Filters, Hit, Results, Searcher
 
-DEBOUNCE_SECONDS = 0.2
 CITATION = re.compile(r"\[(\d{1,3})\]")
-RESULTS = 20
+IMAGE_WIDGETS = {"auto": "Image", "kitty": "TGPImage", "sixel": "SixelImage",
+                 "halfcell": "HalfcellImage", "unicode": "UnicodeImage"}
 ICONS = {"text": "¶", "image": "▣", "video": "▶"}
 STATUS_SECONDS = 2.0
 TYPES = list(dict.fromkeys(FILE_TYPES.values()))  # text markdown json html pdf image video
@@ -209,7 +209,7 @@ class KbtermApp(App[None]):
         Binding("ctrl+f", "filters", "Filters", priority=True),
         Binding("ctrl+r", "refresh_status", "Refresh status", show=False),
     ]
-    KEYS = [("type", "search (debounced 200 ms)"), ("↓ / ↑", "move through results"),
+    KEYS = [("type", "search as you type"), ("↓ / ↑", "move through results"),
             ("enter", "preview the selected hit"), ("ctrl+o", "open the source (page/line)"),
             ("enter / ctrl+g", "answer the query from these results (streamed)"),
             ("ctrl+t", "search by an image: a path, → completes it"),
@@ -367,7 +367,12 @@ class KbtermApp(App[None]):
             self._timer.stop()
         seq = self.seq
         text = self.query_one("#query", Input).value
-        self._timer = self.set_timer(DEBOUNCE_SECONDS, lambda: self._start_search(seq, text))
+        delay = self.config.tui.debounce_ms / 1000
+        if delay > 0:
+            self._timer = self.set_timer(delay, lambda: self._start_search(seq, text))
+        else:
+            self._timer = None
+            self.call_later(self._start_search, seq, text)
 
     @property
     def image_query(self) -> str | None:
@@ -457,13 +462,14 @@ class KbtermApp(App[None]):
         from kbterm.errors import Cancelled, KbtermError
 
         try:
-            results = self.searcher.retrieve(text, image, k=RESULTS, filters=filters)
+            k = self.config.tui.results
+            results = self.searcher.retrieve(text, image, k=k, filters=filters)
             if seq != self.seq:
                 return  # a newer keystroke: this one is stale
-            fast = _copy_head(results, RESULTS)
+            fast = _copy_head(results, k)
             self.call_from_thread(self._show_results, seq, fast, False)
             if self.config.search.rerank:
-                reranked = self.searcher.rerank(results, k=RESULTS, cancel=cancel)
+                reranked = self.searcher.rerank(results, k=k, cancel=cancel)
                 if seq != self.seq:
                     return
                 self.call_from_thread(self._show_results, seq, reranked, True)
@@ -557,7 +563,8 @@ class KbtermApp(App[None]):
             context = self._searcher.context(hit) if self._searcher is not None else None
             text.update(render_context(context, query) if context is not None
                         else highlight(hit.content, query))
-            if hit.file_type == "pdf" and hit.page is not None:
+            if hit.file_type == "pdf" and hit.page is not None \
+                    and self.config.tui.images != "none":
                 self._page_image(hit)
             return
         # (A visual hit's snippet is its title, or its file's name, which the title shows.)
@@ -569,11 +576,12 @@ class KbtermApp(App[None]):
     def _mount_image(self, hit: "Hit", image_path: str, before: bool) -> None:
         if getattr(self, "previewed", None) is not hit:
             return  # the selection moved on while the page rendered
-        from textual_image.widget import Image
-
+        widget = image_widget(self.config.tui.images)
+        if widget is None:
+            return
         scroll = self.query_one("#preview-scroll", VerticalScroll)
         text = self.query_one("#preview-text", Static)
-        image = Image(image_path, classes="preview-image")
+        image = widget(image_path, classes="preview-image")
         if before:
             scroll.mount(image, before=text)
         else:
@@ -742,9 +750,21 @@ def open_command(hit: "Hit") -> list[str] | None:
     return None
 
 
+def image_widget(mode: str) -> Any:
+    """The textual-image widget class for ``tui.images`` (None: no images)."""
+    if mode == "none":
+        return None
+    import textual_image.widget
+
+    return getattr(textual_image.widget, IMAGE_WIDGETS[mode])
+
+
 def run(config: "Config") -> None:
     """Open the app (``kbterm`` with no arguments)."""
     started = time.perf_counter()
+    # textual-image asks the terminal what it can draw (and its cell size) when it is first
+    # imported, which is only possible before the app takes over the terminal.
+    image_widget(config.tui.images)
     app = KbtermApp(config)
     app.started_at = started  # type: ignore[attr-defined]
     app.run()
