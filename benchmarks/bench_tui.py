@@ -35,8 +35,9 @@ FIRST_FRAME = r"""
 import sys, time
 t0 = time.perf_counter()
 from kbterm.config import config_from_dict
-from kbterm.tui.app import KbtermApp
+from kbterm.tui.app import KbtermApp, image_widget
 config = config_from_dict({"data_dir": sys.argv[1]})
+image_widget(config.tui.images)  # as kbterm.tui.app.run does before the app starts
 class Timed(KbtermApp):
     def on_mount(self):
         super().on_mount()

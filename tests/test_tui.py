@@ -299,7 +299,9 @@ def test_image_query_with_path_completion(indexed, index_embedder, corpus):
             await pilot.press(*str(folder / "bea"), "right")  # → takes the completion
             await settle(pilot, app, lambda: app.query_one("#image").value
                          == str(folder / "beach.jpeg"), what="completion")
-            await settle(pilot, app, lambda: bool(items(app)), what="image results")
+            await settle(pilot, app, lambda: app.results is not None and bool(items(app))
+                         and app.results.image == str(folder / "beach.jpeg"),
+                         what="image results")
             hits = [it.hit for it in items(app)]
             beach = next(h for h in hits if h.path.endswith("beach.jpeg"))
             assert beach.embedding_score is not None and beach.keyword_score is None
@@ -515,5 +517,28 @@ def test_tui_settings_images_off_and_fewer_results(indexed, index_embedder):
                 app.query_one("#results").index = n
                 await pilot.pause(0.1)
                 assert not app.query(".preview-image")
+
+    asyncio.run(scenario())
+
+
+def test_missing_answer_model_is_said_in_the_answer_pane(indexed, index_embedder, reranker,
+                                                         tmp_path):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.generator import Generator
+
+    missing = Generator(ModelSpec("generator", str(tmp_path / "no-such-model"), device="cpu"))
+    app = answer_app(indexed, index_embedder, reranker, missing)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press(*"tides")
+            await settle(pilot, app, lambda: showing(app, "tides", reranked=True))
+            await pilot.press("enter")
+            await settle(pilot, app, lambda: "No answer" in app.query_one("#answer").source,
+                         what="the message")
+            shown = app.query_one("#answer").source
+            assert "kbterm pull generator" in shown and "Most relevant sources" in shown
+            assert "(cite:1)" in shown
+            assert "kbterm pull generator" in app.last_error
 
     asyncio.run(scenario())

@@ -234,6 +234,7 @@ class KbtermApp(App[None]):
         self.shown_seq = 0  # the query whose results are on screen
         self.results: "Results | None" = None
         self.filters_text = ""  # the active filters, for people
+        self.previewed: "Hit | None" = None  # the hit in the preview pane
         self._timer: Any = None
         self.model_state = "models load on first search"
         self.last_error = ""
@@ -574,7 +575,7 @@ class KbtermApp(App[None]):
             self._mount_image(hit, hit.image_path, before=True)
 
     def _mount_image(self, hit: "Hit", image_path: str, before: bool) -> None:
-        if getattr(self, "previewed", None) is not hit:
+        if self.previewed is not hit:
             return  # the selection moved on while the page rendered
         widget = image_widget(self.config.tui.images)
         if widget is None:
@@ -645,10 +646,12 @@ class KbtermApp(App[None]):
                 if now - last > 0.05:  # repaint at most 20 times a second
                     last = now
                     self.call_from_thread(self._render_answer, answer, False)
-        except KbtermError as exc:
+        except KbtermError as exc:  # e.g. no answer model: said in the pane, with the sources
+            answer.warnings.append(str(exc))
             self.call_from_thread(self._set_error, str(exc))
         except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
-            self.call_from_thread(self._set_error, f"answer failed: {type(exc).__name__}: {exc}")
+            answer.warnings.append(f"answer failed: {type(exc).__name__}: {exc}")
+            self.call_from_thread(self._set_error, answer.warnings[-1])
         finally:
             # (Asker.stream recorded whether the user stopped it; the event is set now either
             # way, which marks the answer as finished for Escape.)
@@ -663,8 +666,13 @@ class KbtermApp(App[None]):
         if done:
             if answer.cancelled:
                 body += "\n\n*stopped*"
-            body += "\n\n**Sources**\n\n" + "\n".join(
-                f"- [[{n}]](cite:{n}) {hit.citation()}" for n, hit in answer.sources())
+            failed = not answer.text and answer.warnings
+            if failed:
+                body += "**No answer:** " + _markdown_escape(answer.warnings[-1])
+            heading = "Most relevant sources" if failed else "Sources"
+            body += f"\n\n**{heading}**\n\n" + "\n".join(
+                f"- [[{n}]](cite:{n}) {_markdown_escape(hit.citation())}"
+                for n, hit in answer.sources())
         self.query_one("#answer", Markdown).update(body or "…")
 
     @on(Markdown.LinkClicked, "#answer")
@@ -720,6 +728,11 @@ def render_context(context: "Context", query: str) -> Table:
             body.stylize("dim")
         table.add_row(Text(str(number), style="bold green" if inside else "dim"), body)
     return table
+
+
+def _markdown_escape(text: str) -> str:
+    """``text`` shown as it is in a Markdown pane (file names hold ``_`` and ``*``)."""
+    return re.sub(r"([\\`*_{}\[\]<>#|~])", r"\\\1", text)
 
 
 def _copy_head(results: "Results", k: int) -> "Results":
