@@ -89,7 +89,7 @@ def build_index(work: Path, chunks: int):
 
 async def keystrokes(config, queries: list[str]) -> dict:
     from kbterm.retrieval import Searcher
-    from kbterm.tui.app import KbtermApp, ResultItem
+    from kbterm.tui.app import KbtermApp
 
     searcher = Searcher(config)
     searcher.search("warm up", k=20)  # models loaded, cache built: as after the app warms
@@ -104,8 +104,7 @@ async def keystrokes(config, queries: list[str]) -> dict:
             seen_fast = None
             while time.perf_counter() - t < 60:
                 await asyncio.sleep(0.002)
-                items = [c for c in app.query_one("#results").children
-                         if isinstance(c, ResultItem)]
+                items = app.shown_items()
                 if app.results is not None and app.results.query == q and items:
                     if seen_fast is None:
                         seen_fast = time.perf_counter() - t

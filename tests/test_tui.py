@@ -54,7 +54,7 @@ async def settle(pilot, app, predicate, timeout: float = 30.0, what: str = "") -
 
 
 def items(app) -> list[ResultItem]:
-    return [c for c in app.query_one("#results").children if isinstance(c, ResultItem)]
+    return app.shown_items()
 
 
 def shown_text(widget) -> str:
@@ -338,6 +338,11 @@ def test_filters_narrow_the_results(indexed, index_embedder):
             await settle(pilot, app, lambda: [it.hit.id for it in items(app)]
                          == expected(types=("markdown",)), what="type filter")
             assert {it.hit.file_type for it in items(app)} == {"markdown"}
+            # (The lines were updated in place: each shows its own hit.)
+            for n, item in enumerate(items(app), start=1):
+                title = str(item.query_one(".hit-title").render())
+                assert item.hit.rank == n and title.split()[0] == str(n)
+                assert item.hit.citation() in title
             assert app.query_one("#results-pane").border_subtitle == "type markdown"
 
             # A folder, completed like a path in a shell.

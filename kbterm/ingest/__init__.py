@@ -1,7 +1,7 @@
 """Parsers: one per file type behind one interface (``parse(path, ctx) -> Iterator[Section]``).
 
-:data:`FILE_TYPES` maps a file suffix to its type; :func:`parse` dispatches to the parser.
-Importing this package is cheap: each parser imports its heavy library (PyMuPDF, decord, lxml)
+:data:`FILE_TYPES` (from :mod:`kbterm.filetypes`) maps a file suffix to its type; :func:`parse`
+dispatches to the parser.  Importing this package is cheap: each parser imports its heavy library (PyMuPDF, decord, lxml)
 when it is first used.
 """
 
@@ -10,17 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+from kbterm.filetypes import FILE_TYPES
 from kbterm.ingest.base import ParseContext, ParseError, Section, describe
-
-FILE_TYPES: dict[str, str] = {
-    **{s: "text" for s in (".txt", ".text", ".rst", ".csv", ".tsv", ".srt", ".vtt")},
-    **{s: "markdown" for s in (".md", ".markdown")},
-    ".json": "json",
-    **{s: "html" for s in (".html", ".htm", ".xhtml")},
-    ".pdf": "pdf",
-    **{s: "image" for s in (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")},
-    **{s: "video" for s in (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")},
-}
 
 __all__ = ["FILE_TYPES", "ParseContext", "ParseError", "Section", "describe", "file_type", "parse"]
 

@@ -13,6 +13,7 @@ not the latest is dropped, so a stale list never replaces a newer one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -34,7 +35,7 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Input, ListItem, ListView, Markdown, Select, Static
 
-from kbterm.ingest import FILE_TYPES
+from kbterm.filetypes import FILE_TYPES
 from kbterm.paths import display_path
 
 if TYPE_CHECKING:
@@ -65,7 +66,10 @@ def highlight(text: str, query: str) -> Text:
 
 class ResultItem(ListItem):
     """One hit in the results list: a head line (rank, reranked marker, modality icon,
-    citation; scores on the right) and a snippet of up to two lines."""
+    citation; scores on the right) and a snippet of up to two lines.
+
+    An item is updated in place when the list changes (:meth:`show`): re-sorting after the
+    rerank, or the next query's hits, cost a text update per line instead of new widgets."""
 
     def __init__(self, hit: "Hit", query: str, reranked: bool) -> None:
         super().__init__()
@@ -74,6 +78,21 @@ class ResultItem(ListItem):
         self.reranked = reranked
 
     def compose(self) -> ComposeResult:
+        head, scores, short, body = self._parts()
+        with Horizontal(classes="hit-head"):
+            yield Static(head, classes="hit-title")
+            yield Static(scores, classes="hit-scores")
+            yield Static(short, classes="hit-score")
+        yield Static(body, classes="hit-snippet")
+
+    def show(self, hit: "Hit", query: str, reranked: bool) -> None:
+        """Show another hit in this line."""
+        self.hit, self.query, self.reranked = hit, query, reranked
+        for selector, part in zip((".hit-title", ".hit-scores", ".hit-score", ".hit-snippet"),
+                                  self._parts()):
+            self.query_one(selector, Static).update(part)
+
+    def _parts(self) -> tuple[Text, str, Text, Text]:
         hit = self.hit
         head = Text(no_wrap=True, overflow="ellipsis")
         head.append(f"{hit.rank:>2} ", style="dim")
@@ -91,11 +110,7 @@ class ResultItem(ListItem):
                  else Text(f"{hit.embedding_score:.2f}") if hit.embedding_score is not None
                  else Text(""))
         body = highlight(" ".join(hit.snippet.split())[:240], self.query)
-        with Horizontal(classes="hit-head"):
-            yield Static(head, classes="hit-title")
-            yield Static(" ".join(scores), classes="hit-scores")
-            yield Static(short, classes="hit-score")
-        yield Static(body, classes="hit-snippet")
+        return head, " ".join(scores), short, body
 
 
 IMAGE_SUFFIXES = tuple(suffix for suffix, kind in FILE_TYPES.items() if kind == "image")
@@ -299,12 +314,18 @@ class KbtermApp(App[None]):
 
     def _message(self, text: str) -> None:
         """Say ``text`` where the results go (plain text: "[library]" is not markup); the
-        list is hidden while it is empty."""
+        list is hidden while there is a message."""
         message = self.query_one("#message", Static)
         message.update(Text(text))
         message.display = bool(text)
+        self.query_one("#results", ListView).set_class(bool(text), "empty")
+
+    def shown_items(self) -> "list[ResultItem]":
+        """The result lines on screen (a hidden list keeps its lines for the next query)."""
         view = self.query_one("#results", ListView)
-        view.set_class(not any(isinstance(c, ResultItem) for c in view.children), "empty")
+        if view.has_class("empty"):
+            return []
+        return [c for c in view.children if isinstance(c, ResultItem)]
 
     def _render_status(self) -> None:
         from kbterm.watchstate import read_state
@@ -335,6 +356,10 @@ class KbtermApp(App[None]):
             embedder.load()
             runtime = embedder.runtime
             where = f"{runtime.device} {runtime.dtype}" if runtime is not None else ""
+            # torch, transformers and LanceDB leave millions of long-lived objects, and each
+            # full garbage collection walked them all: 100-300 ms pauses in the middle of
+            # showing results (BENCHMARKS.md).  Frozen, the collector skips them.
+            gc.freeze()
             self.call_from_thread(self._set_model_state,
                                   f"{os.path.basename(embedder.spec.model)} ({where})")
         except KbtermError as exc:
@@ -494,17 +519,29 @@ class KbtermApp(App[None]):
         if seq != self.seq:
             return  # never show a stale list
         view = self.query_one("#results", ListView)
-        selected = None
-        if view.highlighted_child is not None and isinstance(view.highlighted_child, ResultItem):
-            selected = view.highlighted_child.hit.id
-        await view.clear()
-        self.results, self.shown_seq = None, seq  # (what is on screen: nothing, for now)
-        if seq != self.seq:
-            return
         pane = self.query_one("#results-pane")
+        selected = None
+        if isinstance(view.highlighted_child, ResultItem):
+            selected = view.highlighted_child.hit.id
+        hits = results.hits if results is not None else []
+        shown = [c for c in view.children if isinstance(c, ResultItem)]
+        # The lines on screen show the new hits in place; only the difference is mounted or
+        # removed, and an empty list is hidden, not cleared, so the next query's lines are
+        # ready (mounting 20 lines costs 40-90 ms, updating them about 15).
+        self.results, self.shown_seq = None, seq  # (on screen: in between, for now)
+        if hits:
+            query = results.query if results is not None else ""
+            for item, hit in zip(shown, hits):
+                item.show(hit, query, reranked)
+            if len(shown) > len(hits):
+                await view.remove_children(shown[len(hits):])
+            elif len(hits) > len(shown):
+                await view.extend([ResultItem(hit, query, reranked)
+                                   for hit in hits[len(shown):]])
+            if seq != self.seq:
+                return  # (a newer list is waiting for the lock)
         pane.border_subtitle = self.filters_text
-        if results is not None and not results.hits:
-            self.results = results
+        self.results = results
         if results is None:
             self._message(note or "Type to search.")
             pane.border_title = ""
@@ -512,7 +549,7 @@ class KbtermApp(App[None]):
             return
         if results.warnings:
             self._set_error(results.warnings[-1])
-        if not results.hits:
+        if not hits:
             filtered = f"\n\nwith filters: {self.filters_text} (ctrl+f)" if self.filters_text \
                 else ""
             self._message(f"No results for “{results.query}”.{filtered}")
@@ -520,18 +557,18 @@ class KbtermApp(App[None]):
             self._preview(None)
             return
         if reranked:
-            pane.border_title = f"{len(results.hits)} results, ★ reranked"
+            pane.border_title = f"{len(hits)} results, ★ reranked"
         elif self.config.search.rerank:
-            pane.border_title = f"{len(results.hits)} results, reranking…"
+            pane.border_title = f"{len(hits)} results, reranking…"
         else:
-            pane.border_title = f"{len(results.hits)} results"
-        items = [ResultItem(hit, results.query, reranked) for hit in results.hits]
-        await view.extend(items)
+            pane.border_title = f"{len(hits)} results"
         self._message("")
-        self.results = results
-        index = next((n for n, it in enumerate(items) if it.hit.id == selected), 0)
-        view.index = index
-        self._preview(items[index].hit)
+        index = next((n for n, hit in enumerate(hits) if hit.id == selected), 0)
+        if view.index != index:
+            view.index = index
+        else:
+            view.scroll_to_widget(view.children[index], animate=False)
+        self._preview(hits[index])
         self._render_status()
 
     # ------------------------------------------------------------------ preview
@@ -686,13 +723,14 @@ class KbtermApp(App[None]):
         if self.answer is None or not 1 <= n <= len(self.answer.evidence):
             return
         hit = self.answer.evidence[n - 1]
-        for index, item in enumerate(self.query_one("#results", ListView).children):
-            if isinstance(item, ResultItem) and item.hit.id == hit.id:
+        for index, item in enumerate(self.shown_items()):
+            if item.hit.id == hit.id:
                 self.query_one("#results", ListView).index = index
         self._preview(hit)
 
     def action_focus_results(self) -> None:
-        self.query_one("#results", ListView).focus()
+        if self.shown_items():
+            self.query_one("#results", ListView).focus()
 
     def action_refresh_status(self) -> None:
         self._render_status()
@@ -700,7 +738,7 @@ class KbtermApp(App[None]):
     def action_open_source(self) -> None:
         view = self.query_one("#results", ListView)
         item = view.highlighted_child
-        if not isinstance(item, ResultItem):
+        if not isinstance(item, ResultItem) or item not in self.shown_items():
             return
         command = open_command(item.hit)
         if command is None:
