@@ -40,6 +40,7 @@ def indexed(tmp_path_factory, corpus, index_model_dir, index_embedder):
     os.utime(rope, (OLD, OLD))  # for the date filter
     shutil.copy(corpus / "images" / "beach.jpeg", folder / "beach.jpeg")
     shutil.copy(corpus / "pdf" / "small-table.pdf", folder / "table.pdf")
+    shutil.copy(corpus / "video" / "example.mp4", folder / "clip.mp4")
     config = make_config(index_model_dir, root / "data", [folder])
     run_index(config, embedder=index_embedder)
     return config
@@ -105,6 +106,13 @@ def test_type_then_results_then_reranked_with_preview(indexed, index_embedder, r
             assert scroll.index(app.query_one("#preview-text")) < scroll.index(
                 app.query_one(".preview-image"))
             assert "page 1" in str(app.query_one("#preview-title").render())
+            # A video hit: its keyframe, and the time range in the title.
+            video = next(n for n, h in enumerate(shown) if h.modality == "video")
+            app.query_one("#results").index = video
+            await settle(pilot, app, lambda: app.previewed is shown[video]
+                         and bool(app.query(".preview-image")), what="keyframe")
+            assert shown[video].image_path and os.path.isfile(shown[video].image_path)
+            assert "clip.mp4 @ 00:0" in str(app.query_one("#preview-title").render())
             # Move to an image hit: the preview shows the image.
             index = next(n for n, it in enumerate(items(app)) if it.hit.modality == "image")
             app.query_one("#results").index = index
@@ -196,6 +204,77 @@ def test_missing_model_falls_back_to_keywords(indexed, tmp_path):
             app._set_error("[Errno 13] Permission denied: '/x/[draft].md'")  # not markup
             await pilot.pause(0.1)
             assert "[Errno 13]" in str(app.query_one("#status").render())
+
+    asyncio.run(scenario())
+
+
+def test_missing_reranker_keeps_the_fused_list_and_says_why(indexed, index_embedder,
+                                                            tmp_path):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.reranker import Reranker
+
+    broken = Reranker(ModelSpec("reranker", str(tmp_path / "no-reranker"), device="cpu"))
+    searcher = Searcher(indexed, embedder=index_embedder, reranker=broken)
+
+    async def scenario() -> None:
+        app = KbtermApp(indexed, searcher=searcher)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press(*"tides")
+            await settle(pilot, app, lambda: "reranker unavailable" in app.last_error,
+                         what="the reranker's error")
+            assert showing(app, "tides") and not any(it.hit.rerank_score is not None
+                                                     for it in items(app))
+            assert "no-reranker" in str(app.query_one("#status").render())
+
+    asyncio.run(scenario())
+
+
+def test_open_command(monkeypatch, tmp_path):
+    from kbterm.retrieval import Hit
+    from kbterm.tui.app import open_command
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", "nvim -p")
+    note = Hit(rank=1, id="a", path="/n/notes.md", file_type="markdown", modality="text",
+               content="", snippet="", line_start=42, line_end=50)
+    page = Hit(rank=1, id="b", path="/n/paper.pdf", file_type="pdf", modality="image",
+               content="", snippet="", page=7)
+    assert open_command(note) == ["nvim", "-p", "+42", "/n/notes.md"]
+    assert open_command(page) == ["nvim", "-p", "/n/paper.pdf"]  # no viewer: the editor
+    for name in ("zathura", "xdg-open"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    assert open_command(page) == ["zathura", "--page", "7", "/n/paper.pdf"]
+    monkeypatch.delenv("EDITOR")
+    assert open_command(note) == ["xdg-open", "/n/notes.md"]
+    (bin_dir / "xdg-open").unlink()
+    assert open_command(note) is None
+
+
+def test_ctrl_o_opens_the_source_at_its_line(indexed, index_embedder, tmp_path, monkeypatch):
+    record = tmp_path / "opened.txt"
+    editor = tmp_path / "editor.sh"
+    editor.write_text(f'#!/bin/sh\necho "$@" > {record}\n')
+    editor.chmod(0o755)
+    monkeypatch.delenv("VISUAL", raising=False)
+    monkeypatch.setenv("EDITOR", str(editor))
+
+    async def scenario() -> None:
+        app = KbtermApp(indexed, searcher=Searcher(indexed, embedder=index_embedder))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press(*"xylophonic")
+            await settle(pilot, app, lambda: showing(app, "xylophonic", reranked=True))
+            xylo = next(n for n, it in enumerate(items(app)) if it.hit.path.endswith("xylo.txt"))
+            path = items(app)[xylo].hit.path
+            app.query_one("#results").index = xylo
+            app.query_one("#results").focus()
+            await pilot.press("ctrl+o")
+            await settle(pilot, app, lambda: record.exists() and record.read_text().strip(),
+                         what="the editor")
+            assert record.read_text().split() == ["+1", path]
 
     asyncio.run(scenario())
 

@@ -31,6 +31,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Input, ListItem, ListView, Markdown, Select, Static
@@ -49,6 +50,21 @@ IMAGE_WIDGETS = {"auto": "Image", "kitty": "TGPImage", "sixel": "SixelImage",
 ICONS = {"text": "¶", "image": "▣", "video": "▶"}
 STATUS_SECONDS = 2.0
 TYPES = list(dict.fromkeys(FILE_TYPES.values()))  # text markdown json html pdf image video
+
+
+def while_mounted(method: Any) -> Any:
+    """Skip ``method`` once the app is tearing its screen down (a worker thread or a timer
+    may still deliver something while kbterm quits)."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except NoMatches:  # the widgets it updates (fixed ids) are already gone
+            return None
+
+    return wrapper
 
 
 def highlight(text: str, query: str) -> Text:
@@ -327,6 +343,7 @@ class KbtermApp(App[None]):
             return []
         return [c for c in view.children if isinstance(c, ResultItem)]
 
+    @while_mounted
     def _render_status(self) -> None:
         from kbterm.watchstate import read_state
 
@@ -611,6 +628,7 @@ class KbtermApp(App[None]):
         if hit.image_path and Path(hit.image_path).is_file():
             self._mount_image(hit, hit.image_path, before=True)
 
+    @while_mounted
     def _mount_image(self, hit: "Hit", image_path: str, before: bool) -> None:
         if self.previewed is not hit:
             return  # the selection moved on while the page rendered
@@ -695,6 +713,7 @@ class KbtermApp(App[None]):
             self.call_from_thread(self._render_answer, answer, True)
             cancel.set()
 
+    @while_mounted
     def _render_answer(self, answer: "Answer", done: bool) -> None:
         if answer is not self.answer:
             return  # an older answer's last tokens
