@@ -266,6 +266,7 @@ class KbtermApp(App[None]):
         self.results: "Results | None" = None
         self.filters_text = ""  # the active filters, for people
         self.previewed: "Hit | None" = None  # the hit in the preview pane
+        self._preview_key: tuple[str, str] | None = None  # (its id, the query it highlights)
         self._timer: Any = None
         self.model_state = "models load on first search"
         self.last_error = ""
@@ -464,11 +465,9 @@ class KbtermApp(App[None]):
                 except InputError as exc:
                     problems.append(str(exc))
                     box.add_class("-invalid")
-        paths: tuple[str, ...] = ()
-        if folder:
-            paths = (folder if any(c in folder for c in "*?[")
-                     else os.path.abspath(os.path.expanduser(folder)),)
-        filters = Filters(paths=paths, types=(kind,) if isinstance(kind, str) else (),
+        # (A folder, ~ and relative paths included, or a glob: Filters.match_path's rules.)
+        filters = Filters(paths=(folder,) if folder else (),
+                          types=(kind,) if isinstance(kind, str) else (),
                           modified_after=when["after"], modified_before=when["before"])
         described = []
         if filters.types:
@@ -602,7 +601,12 @@ class KbtermApp(App[None]):
         title = self.query_one("#preview-title", Static)
         scroll = self.query_one("#preview-scroll", VerticalScroll)
         text = self.query_one("#preview-text", Static)
+        query = self.results.query if self.results is not None else ""
+        key = (hit.id, query) if hit is not None else None
         self.previewed = hit
+        if key is not None and key == self._preview_key:
+            return  # already shown (the list re-sorted, or its selection was set again)
+        self._preview_key = key
         for old in self.query(".preview-image"):  # (removal is deferred: no ids to clash)
             old.remove()
         if hit is None:
@@ -612,7 +616,6 @@ class KbtermApp(App[None]):
         head = Text(hit.citation(), style="bold", no_wrap=True, overflow="ellipsis")
         head.append(f"\n{display_path(hit.path)}", style="dim")
         title.update(head)
-        query = self.results.query if self.results is not None else ""
         scroll.scroll_home(animate=False)
         if hit.modality == "text":
             context = self._searcher.context(hit) if self._searcher is not None else None
@@ -630,7 +633,7 @@ class KbtermApp(App[None]):
 
     @while_mounted
     def _mount_image(self, hit: "Hit", image_path: str, before: bool) -> None:
-        if self.previewed is not hit:
+        if self.previewed is None or self.previewed.id != hit.id:
             return  # the selection moved on while the page rendered
         widget = image_widget(self.config.tui.images)
         if widget is None:
