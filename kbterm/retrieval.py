@@ -578,7 +578,8 @@ def page_image(data_dir: Path, path: str, page: int, mtime_ns: int = 0) -> Path:
         image = render_page(doc[page - 1], IMAGE_MAX_PIXELS)
     finally:
         doc.close()
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    # A name per thread as well: the TUI renders pages in two (its search and its preview).
+    tmp = out.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
     image.save(tmp, "PNG")
     os.replace(tmp, out)
     return out
