@@ -243,6 +243,9 @@ def test_open_command(monkeypatch, tmp_path):
     page = Hit(rank=1, id="b", path="/n/paper.pdf", file_type="pdf", modality="image",
                content="", snippet="", page=7)
     assert open_command(note) == ["nvim", "-p", "+42", "/n/notes.md"]
+    monkeypatch.setenv("VISUAL", "'/opt/My Editor/edit' --wait")
+    assert open_command(note) == ["/opt/My Editor/edit", "--wait", "+42", "/n/notes.md"]
+    monkeypatch.delenv("VISUAL")
     assert open_command(page) == ["nvim", "-p", "/n/paper.pdf"]  # no viewer: the editor
     for name in ("zathura", "xdg-open"):
         (bin_dir / name).write_text("#!/bin/sh\n")
@@ -624,5 +627,51 @@ def test_missing_answer_model_is_said_in_the_answer_pane(indexed, index_embedder
             assert "kbterm pull generator" in shown and "Most relevant sources" in shown
             assert "(cite:1)" in shown
             assert "kbterm pull generator" in app.last_error
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_asked_while_reranking_waits_for_the_reranker(indexed, index_embedder,
+                                                               tiny_model_dir, generator):
+    from kbterm.answer import Asker
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.reranker import Reranker
+
+    class Slow(Reranker):
+        def score(self, *args, **kwargs):
+            time.sleep(1.5)
+            return super().score(*args, **kwargs)
+
+    config = replace(indexed, ask=replace(indexed.ask, min_rerank_score=0.0))
+    searcher = Searcher(config, embedder=index_embedder,
+                        reranker=Slow(ModelSpec("reranker", str(tiny_model_dir), device="cpu")))
+    app = KbtermApp(config, searcher=searcher,
+                    asker=Asker(config, searcher=searcher, generator=generator))
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press(*"tides")
+            await settle(pilot, app, lambda: showing(app, "tides"), what="fused list")
+            assert not any(it.reranked for it in items(app))
+            await pilot.press("enter")
+            assert "waiting for the reranker" in app.query_one("#answer").source
+            assert app.answer is None
+            await settle(pilot, app, lambda: app.answer is not None
+                         and app._answer_cancel.is_set(), what="the answer")
+            assert app.answer.evidence and all(h.rerank_score is not None
+                                               for h in app.answer.evidence)
+            assert showing(app, "tides", reranked=True)
+
+            # A new keystroke while an answer waits: it is not answered, and says so.
+            await pilot.press("s")
+            await settle(pilot, app, lambda: showing(app, "tidess"), what="fused list")
+            await pilot.press("enter")
+            assert "waiting for the reranker" in app.query_one("#answer").source
+            await pilot.press("backspace")
+            assert "query changed" in app.query_one("#answer").source
+            await settle(pilot, app, lambda: showing(app, "tides", reranked=True),
+                         what="reranked")
+            await pilot.pause(0.5)
+            assert "query changed" in app.query_one("#answer").source and app.answer is None
 
     asyncio.run(scenario())

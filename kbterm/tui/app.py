@@ -16,6 +16,7 @@ import asyncio
 import gc
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -263,6 +264,8 @@ class KbtermApp(App[None]):
         self._show_lock = asyncio.Lock()
         self.seq = 0  # the latest query's number
         self.shown_seq = 0  # the query whose results are on screen
+        self.final_seq = 0  # the latest query whose search has ended (reranked, or failed)
+        self._answer_pending: int | None = None  # a query to answer once it is reranked
         self.results: "Results | None" = None
         self.filters_text = ""  # the active filters, for people
         self.previewed: "Hit | None" = None  # the hit in the preview pane
@@ -407,6 +410,11 @@ class KbtermApp(App[None]):
         self.seq += 1
         if self._search_cancel is not None:
             self._search_cancel.set()  # the reranker stops before its next batch
+        if self._answer_pending is not None:
+            self._answer_pending = None
+            self.query_one("#answer", Markdown).update(
+                "*The query changed before its results were reranked: press Enter to answer "
+                "it.*")
         if self._timer is not None:
             self._timer.stop()
         seq = self.seq
@@ -518,9 +526,21 @@ class KbtermApp(App[None]):
         except Cancelled:
             return  # a newer keystroke stopped it: that search shows its own results
         except KbtermError as exc:
-            self.call_from_thread(self._set_error, str(exc))
+            self.call_from_thread(self._search_failed, seq, str(exc))
         except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
-            self.call_from_thread(self._set_error, f"search failed: {type(exc).__name__}: {exc}")
+            self.call_from_thread(self._search_failed, seq,
+                                  f"search failed: {type(exc).__name__}: {exc}")
+
+    def _search_failed(self, seq: int, error: str) -> None:
+        self._set_error(error)
+        if seq == self.seq:
+            self.final_seq = seq
+            self._answer_if_pending(seq)
+
+    def _answer_if_pending(self, seq: int) -> None:
+        if self._answer_pending == seq:
+            self._answer_pending = None
+            self.action_answer()
 
     async def _show_results(self, seq: int, results: "Results | None", reranked: bool,
                             note: str = "") -> None:
@@ -586,6 +606,9 @@ class KbtermApp(App[None]):
             view.scroll_to_widget(view.children[index], animate=False)
         self._preview(hits[index])
         self._render_status()
+        if reranked or not self.config.search.rerank:
+            self.final_seq = seq
+            self._answer_if_pending(seq)
 
     # ------------------------------------------------------------------ preview
 
@@ -682,6 +705,14 @@ class KbtermApp(App[None]):
             return
         if self._answer_cancel is not None:
             self._answer_cancel.set()
+        if self.final_seq != self.shown_seq:
+            # Still reranking: the evidence is chosen in the reranker's order, and only what it
+            # finds relevant (ask.min_rerank_score) is used, so the answer waits for it.
+            self._answer_pending = self.shown_seq
+            self.answer = None
+            self.query_one("#answer-pane").add_class("shown")
+            self.query_one("#answer", Markdown).update("*waiting for the reranker…*")
+            return
         try:
             answer = self.asker.prepare_from(self.results)
         except NoEvidence as exc:
@@ -809,7 +840,7 @@ def open_command(hit: "Hit") -> list[str] | None:
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
     if hit.modality == "text" and hit.file_type != "pdf" and editor:
         line = hit.line_start or 1
-        return [*editor.split(), f"+{line}", hit.path]
+        return [*shlex.split(editor), f"+{line}", hit.path]
     if hit.file_type == "pdf" and hit.page:
         for viewer, args in (("zathura", ["--page", str(hit.page)]), ("evince", ["-i",
                              str(hit.page)]), ("okular", ["-p", str(hit.page)])):
@@ -819,7 +850,7 @@ def open_command(hit: "Hit") -> list[str] | None:
     if shutil.which(opener):
         return [opener, hit.path]
     if editor:
-        return [*editor.split(), hit.path]
+        return [*shlex.split(editor), hit.path]
     return None
 
 
