@@ -278,6 +278,11 @@ def test_ctrl_o_opens_the_source_at_its_line(indexed, index_embedder, tmp_path, 
             await settle(pilot, app, lambda: record.exists() and record.read_text().strip(),
                          what="the editor")
             assert record.read_text().split() == ["+1", path]
+            record.unlink()
+            await pilot.press("enter")  # in the list, Enter opens it too
+            await settle(pilot, app, lambda: record.exists() and record.read_text().strip(),
+                         what="the editor, again")
+            assert record.read_text().split() == ["+1", path]
 
     asyncio.run(scenario())
 
@@ -673,5 +678,33 @@ def test_an_answer_asked_while_reranking_waits_for_the_reranker(indexed, index_e
                          what="reranked")
             await pilot.pause(0.5)
             assert "query changed" in app.query_one("#answer").source and app.answer is None
+
+    asyncio.run(scenario())
+
+
+def test_status_bar_follows_the_watchers_updates(tmp_path, index_model_dir, index_embedder):
+    from kbterm.watchstate import WatcherState, write_state
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nfirst note\n")
+    config = make_config(index_model_dir, tmp_path / "data", [folder])
+    run_index(config, embedder=index_embedder)
+    searcher = Searcher(config, embedder=index_embedder)
+
+    async def scenario() -> None:
+        app = KbtermApp(config, searcher=searcher)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(pilot, app, lambda: "1 files" in str(app.query_one("#status").render()),
+                         what="the first count")
+            # What a running watcher does: index, then publish its state.
+            (folder / "b.md").write_text("# B\n\nsecond note\n")
+            run_index(config, embedder=index_embedder)
+            write_state(config.data_path, WatcherState(pid=os.getpid(), state="idle",
+                                                       heartbeat=time.time(), batches=1,
+                                                       last_batch_at=time.time()))
+            await settle(pilot, app, lambda: "2 files" in str(app.query_one("#status").render()),
+                         what="the new count")
+            assert "watch: idle" in str(app.query_one("#status").render())
 
     asyncio.run(scenario())

@@ -227,7 +227,7 @@ class KbtermApp(App[None]):
     Screen.-wide .hit-score { display: block; }
     .hit-snippet { padding-left: 5; max-height: 2; color: $text-muted; }
     HelpScreen { align: center middle; }
-    #help { width: 64; max-width: 100%; height: auto; max-height: 100%;
+    #help { width: 78; max-width: 100%; height: auto; max-height: 100%;
             border: round $primary; padding: 1 2; background: $panel; }
     """
     BINDINGS = [
@@ -241,14 +241,16 @@ class KbtermApp(App[None]):
         Binding("ctrl+f", "filters", "Filters", priority=True),
         Binding("ctrl+r", "refresh_status", "Refresh status", show=False),
     ]
-    KEYS = [("type", "search as you type"), ("↓ / ↑", "move through results"),
-            ("enter", "preview the selected hit"), ("ctrl+o", "open the source (page/line)"),
-            ("enter / ctrl+g", "answer the query from these results (streamed)"),
-            ("ctrl+t", "search by an image: a path, → completes it"),
+    KEYS = [("type", "search as you type"),
+            ("↓ / ↑", "move through the results; the preview follows"),
+            ("enter", "answer (in the search box); open the source (in the list)"),
+            ("ctrl+g", "answer from these results, streamed"),
+            ("ctrl+o", "open the source at its page or line"),
+            ("ctrl+t", "search by an image (→ completes the path)"),
             ("ctrl+f", "filters: type, folder, modified after/before"),
-            ("tab", "next box (filters)"),
+            ("tab", "next box"),
             ("[n] in the answer", "click: show that source"),
-            ("escape", "stop the answer / back to the search box"), ("?", "this help"),
+            ("escape", "stop the answer; back to the search box"), ("?", "this help"),
             ("ctrl+q", "quit")]
 
     def __init__(self, config: "Config", *, searcher: "Searcher | None" = None,
@@ -266,6 +268,7 @@ class KbtermApp(App[None]):
         self.shown_seq = 0  # the query whose results are on screen
         self.final_seq = 0  # the latest query whose search has ended (reranked, or failed)
         self._answer_pending: int | None = None  # a query to answer once it is reranked
+        self._watcher_mark: tuple[int, float] | None = None  # its last batch, as last seen
         self.results: "Results | None" = None
         self.filters_text = ""  # the active filters, for people
         self.previewed: "Hit | None" = None  # the hit in the preview pane
@@ -357,6 +360,11 @@ class KbtermApp(App[None]):
             parts.append(f"{searcher.file_count:,} files, {searcher.chunk_count:,} chunks")
         watcher = read_state(self.config.data_path)
         parts.append("watch: " + (watcher.summary() if watcher else "not running"))
+        if watcher is not None and searcher is not None:
+            mark = (watcher.pid, watcher.last_batch_at)
+            if mark != self._watcher_mark:  # the watcher changed the index: recount
+                self._watcher_mark = mark
+                self._recount()
         parts.append(self.model_state)
         line = Text(" │ ".join(parts), no_wrap=True, overflow="ellipsis")  # plain text: an
         if self.last_error:  # error may hold "[Errno 2]", which is not markup
@@ -386,6 +394,17 @@ class KbtermApp(App[None]):
         except KbtermError as exc:
             self.call_from_thread(self._set_model_state, "embedder unavailable: keyword search")
             self.call_from_thread(self._set_error, str(exc))
+
+    @work(thread=True, group="recount", exclusive=True, exit_on_error=False)
+    def _recount(self) -> None:
+        """Catch the searcher up with the index (off the UI thread), for the status bar."""
+        from kbterm.errors import KbtermError
+
+        try:
+            self.searcher.refresh()
+        except KbtermError:
+            return
+        self.call_from_thread(self._render_status)
 
     def _set_model_state(self, text: str) -> None:
         self.model_state = text
@@ -611,6 +630,10 @@ class KbtermApp(App[None]):
             self._answer_if_pending(seq)
 
     # ------------------------------------------------------------------ preview
+
+    @on(ListView.Selected, "#results")
+    def _selected(self, event: ListView.Selected) -> None:
+        self.action_open_source()
 
     @on(ListView.Highlighted, "#results")
     def _highlighted(self, event: ListView.Highlighted) -> None:
