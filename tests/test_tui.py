@@ -679,6 +679,16 @@ def test_an_answer_asked_while_reranking_waits_for_the_reranker(indexed, index_e
             await pilot.pause(0.5)
             assert "query changed" in app.query_one("#answer").source and app.answer is None
 
+            # Escape while an answer waits: it is not written either.
+            await pilot.press("s")
+            await settle(pilot, app, lambda: showing(app, "tidess"), what="fused list")
+            await pilot.press("enter", "escape")
+            assert "stopped" in app.query_one("#answer").source
+            await settle(pilot, app, lambda: showing(app, "tidess", reranked=True),
+                         what="reranked")
+            await pilot.pause(0.5)
+            assert app.answer is None and "stopped" in app.query_one("#answer").source
+
     asyncio.run(scenario())
 
 

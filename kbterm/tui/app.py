@@ -705,6 +705,10 @@ class KbtermApp(App[None]):
         self.push_screen(HelpScreen(self.KEYS))
 
     def action_focus_query(self) -> None:
+        if self._answer_pending is not None:  # Escape: do not answer once reranked either
+            self._answer_pending = None
+            self.query_one("#answer", Markdown).update("*stopped*")
+            return
         if self._answer_cancel is not None and not self._answer_cancel.is_set():
             self._answer_cancel.set()  # Escape stops the answer first; what is written stays
             return
