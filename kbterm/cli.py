@@ -276,16 +276,14 @@ def status(state: State, as_json: bool, show_all: bool) -> None:
 def _parse_when(value: str | None, name: str) -> float | None:
     """``2026-11-01``, ``2026-11-01T14:30`` or a relative ``7d`` / ``12h`` / ``30m``."""
     from kbterm.errors import InputError
-    from kbterm.retrieval import parse_when
+    from kbterm.retrieval import WHEN_FORMATS, parse_when
 
     if value is None:
         return None
     try:
         return parse_when(value, name)
     except InputError:
-        raise click.BadParameter(f"{value!r}: use a date (2026-11-01), a date and time "
-                                 "(2026-11-01T14:30) or an age (7d, 12h)",
-                                 param_hint=name) from None
+        raise click.BadParameter(f"{value!r}: {WHEN_FORMATS}", param_hint=name) from None
 
 
 def _filters(paths: tuple[str, ...], types: tuple[str, ...], modalities: tuple[str, ...],

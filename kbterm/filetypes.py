@@ -12,3 +12,6 @@ FILE_TYPES: dict[str, str] = {
     **{s: "image" for s in (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")},
     **{s: "video" for s in (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v")},
 }
+
+IMAGE_SUFFIXES = frozenset(s for s, kind in FILE_TYPES.items() if kind == "image")
+VIDEO_SUFFIXES = frozenset(s for s, kind in FILE_TYPES.items() if kind == "video")

@@ -83,6 +83,9 @@ class Filters:
         return False
 
 
+WHEN_FORMATS = "use a date (2026-11-01), a date and time (2026-11-01T14:30) or an age (7d, 12h)"
+
+
 def parse_when(value: str, name: str = "date") -> float:
     """Epoch seconds of ``2026-11-01``, ``2026-11-01T14:30`` or an age (``7d``, ``12h``,
     ``30m``, ``2w``: that long ago)."""
@@ -93,8 +96,7 @@ def parse_when(value: str, name: str = "date") -> float:
     try:
         return dt.datetime.fromisoformat(value.strip()).timestamp()
     except ValueError:
-        raise InputError(f"{name}: {value!r} is not a date: use a date (2026-11-01), a date "
-                         "and time (2026-11-01T14:30) or an age (7d, 12h)") from None
+        raise InputError(f"{name}: {value!r} is not a date: {WHEN_FORMATS}") from None
 
 
 @dataclass

@@ -37,7 +37,7 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Input, ListItem, ListView, Markdown, Select, Static
 
-from kbterm.filetypes import FILE_TYPES
+from kbterm.filetypes import FILE_TYPES, IMAGE_SUFFIXES
 from kbterm.paths import display_path
 
 if TYPE_CHECKING:
@@ -130,9 +130,6 @@ class ResultItem(ListItem):
         return head, " ".join(scores), short, body
 
 
-IMAGE_SUFFIXES = tuple(suffix for suffix, kind in FILE_TYPES.items() if kind == "image")
-
-
 class PathSuggester(Suggester):
     """Completes a file path (folders, and images unless ``folders_only``), like a shell's
     Tab."""
@@ -156,7 +153,7 @@ class PathSuggester(Suggester):
             full = os.path.join(folder, name)
             if os.path.isdir(full):
                 name += os.sep
-            elif self.folders_only or not name.lower().endswith(IMAGE_SUFFIXES):
+            elif self.folders_only or os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
                 continue
             return value + name[len(stem):]
         return None
@@ -449,7 +446,7 @@ class KbtermApp(App[None]):
     def image_query(self) -> str | None:
         """The image to search by, when the image box holds an existing image file."""
         value = os.path.expanduser(self.query_one("#image", Input).value.strip())
-        if value and os.path.isfile(value) and value.lower().endswith(IMAGE_SUFFIXES):
+        if value and os.path.isfile(value) and os.path.splitext(value)[1].lower() in IMAGE_SUFFIXES:
             return value
         return None
 
@@ -481,6 +478,9 @@ class KbtermApp(App[None]):
         kind = self.query_one("#f-type", Select).value
         folder = self.query_one("#f-folder", Input).value.strip()
         when: dict[str, float | None] = {}
+        described = [f"type {kind}"] if isinstance(kind, str) else []
+        if folder:
+            described.append(f"in {folder}")
         for name in ("after", "before"):
             box = self.query_one(f"#f-{name}", Input)
             value = box.value.strip()
@@ -489,6 +489,7 @@ class KbtermApp(App[None]):
             if value:
                 try:
                     when[name] = parse_when(value, name)
+                    described.append(f"{name} {value}")
                 except InputError as exc:
                     problems.append(str(exc))
                     box.add_class("-invalid")
@@ -496,14 +497,6 @@ class KbtermApp(App[None]):
         filters = Filters(paths=(folder,) if folder else (),
                           types=(kind,) if isinstance(kind, str) else (),
                           modified_after=when["after"], modified_before=when["before"])
-        described = []
-        if filters.types:
-            described.append(f"type {kind}")
-        if folder:
-            described.append(f"in {folder}")
-        for name in ("after", "before"):
-            if when[name] is not None:
-                described.append(f"{name} {self.query_one(f'#f-{name}', Input).value.strip()}")
         self.filters_text = " · ".join(described)
         return filters, problems
 
