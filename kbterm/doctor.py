@@ -55,7 +55,18 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def diagnose(config: Config) -> Report:
+def config_file_line(config: Config, explicit: str | None = None) -> str:
+    """The config file kbterm reads, and whether it exists yet."""
+    from kbterm.paths import config_path
+
+    if config.source is not None:
+        return str(config.source)
+    path, _named = config_path(explicit)
+    return (f"{path} (not created yet: defaults apply; `kbterm folders add PATH` creates "
+            "it, or copy config.example.toml there)")
+
+
+def diagnose(config: Config, explicit_config: str | None = None) -> Report:
     """Gather the report (imports torch to ask for CUDA; loads no model)."""
     import torch
 
@@ -72,7 +83,7 @@ def diagnose(config: Config) -> Report:
     packages = {n: _version(n) for n in ("torch", "transformers", "lancedb", "textual",
                                           "qwen-vl-utils", "flash-attn")}
     return Report(
-        config_file=str(config.source) if config.source else "(none: defaults)",
+        config_file=config_file_line(config, explicit_config),
         data_dir=str(config.data_path),
         python=f"{platform.python_version()} ({sys.executable})",
         packages=packages,

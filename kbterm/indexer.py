@@ -178,6 +178,7 @@ class Indexer:
         self.model_id = config.models.embedder.model
         self.dimension_setting = config.models.embedder.dimension
         self._fts_ready = False
+        self.last_summary: Summary | None = None
 
     # ------------------------------------------------------------------ models
 
@@ -256,7 +257,7 @@ class Indexer:
         from disk leaves the index, and a file that moved between two dirty paths is re-pointed.
         """
         started = time.monotonic()
-        summary = Summary()
+        summary = self.last_summary = Summary()  # kept when interrupted: what was saved
         calls_before = self._calls()
         try:
             self._run(list(roots), dirty, summary, retry_failed, optimize)
@@ -267,6 +268,21 @@ class Indexer:
             summary.model_calls = self._calls() - calls_before
             summary.seconds = time.monotonic() - started
         return summary
+
+    def forget(self, folders: Sequence[str], keep: Sequence[str] = ()) -> int:
+        """Remove from the index every file under ``folders`` that is not under ``keep`` (the
+        folders still listed), without embedding anything; returns how many files left."""
+        folders = [os.path.realpath(os.path.expanduser(f)) for f in folders]
+        keep = [os.path.realpath(os.path.expanduser(k)) for k in keep]
+        if not self.store.exists:
+            return 0
+        with self.session():
+            gone = [r for p, r in self.store.ledger().items()
+                    if within(p, folders) and not within(p, keep)]
+            self.store.remove(gone)
+            if gone:
+                self._keyframe_gc()
+        return len(gone)
 
     @property
     def models_loaded(self) -> bool:
@@ -559,7 +575,10 @@ class Indexer:
             video_segment_seconds=self.config.indexing.video_segment_seconds,
             warnings=item.warnings,
         )
-        yield from parse(Path(job.found.path), job.found.file_type, ctx)
+        for section in parse(Path(job.found.path), job.found.file_type, ctx):
+            if ctx.total:  # a PDF's pages, a video's time: progress within the file
+                self.progress("file", int(ctx.done), int(ctx.total) or 1, ctx.position())
+            yield section
 
     def _chunk_config(self, file_type: str) -> Any:
         chunking = self.config.indexing.chunking

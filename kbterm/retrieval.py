@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from kbterm.errors import InputError, KbtermError
+from kbterm.ingest.base import clock
 from kbterm.scan import within
 from kbterm.store import STATUS_INDEXED, Store
 from kbterm.vectors import VectorCache, nearest
@@ -184,12 +185,6 @@ class Hit:
                 "image_path": self.image_path, "citation": self.citation(),
             },
         }
-
-
-def clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 \
-        else f"{s // 60:02d}:{s % 60:02d}"
 
 
 @dataclass

@@ -314,6 +314,7 @@ class Watcher:
         """Watch until :meth:`stop` (raises :class:`~kbterm.lock.LockHeld` if another writer
         holds the data folder)."""
         with self.indexer.session() as recovered:
+            log.info("watching %s (data in %s)", ", ".join(self.roots), self.config.data_path)
             if recovered:
                 log.info("cleaned up %d rows an interrupted run left", recovered)
             pid_file = self.data_dir / PID_FILE
@@ -345,6 +346,7 @@ class Watcher:
                 self.state.state, self.state.current = "stopped", ""
                 self._publish(force=True)
                 pid_file.unlink(missing_ok=True)
+                log.info("stopped")
 
     def _loop(self) -> None:
         next_root_check = time.monotonic() + ROOT_CHECK_SECONDS
@@ -400,6 +402,7 @@ class Watcher:
         summary = self._sync(lambda: self.indexer.sync(self.roots, optimize=False), retry=None)
         if summary is not None:
             self._set(last_sweep_at=time.time())
+            log.info("sweep (%s) done: %s", reason, summary.brief())
 
     def _batch(self, paths: list[str]) -> None:
         self._set(state="indexing")
@@ -650,7 +653,12 @@ class Watcher:
 
     def _progress(self, phase: str, done: int, total: int, current: str) -> None:
         with self._state_lock:
-            self.state.current = current
+            if phase == "file":
+                self.state.within = current
+            else:
+                if current != self.state.current:
+                    self.state.within = ""
+                self.state.current = current
         self._publish()
 
     def _set(self, **changes: Any) -> None:

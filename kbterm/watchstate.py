@@ -39,6 +39,7 @@ class WatcherState:
     heartbeat: float = 0.0
     queue: int = 0  # paths waiting (debounce or batch)
     current: str = ""  # file being indexed
+    within: str = ""  # how far into it ("page 12 of 285"), when the parser says
     files_done: int = 0  # files indexed, renamed or removed since start
     failed: int = 0
     batches: int = 0
@@ -71,6 +72,8 @@ class WatcherState:
             text += f", {self.queue} queued"
         if self.current and self.state == "indexing":
             text += f", {os.path.basename(self.current)}"
+            if self.within:
+                text += f" ({self.within})"
         text += f", {self.files_done} files updated"
         if self.failed:
             text += f", {self.failed} failed"

@@ -115,9 +115,9 @@ def test_usage_error_exits_2():
 
 
 def test_index_progress_bar_tracks_phases_rate_and_current_file():
-    from kbterm.cli import _Progress
+    from kbterm.cli.indexing import IndexProgress
 
-    with _Progress(True) as progress:
+    with IndexProgress(True) as progress:
         progress("scan", 0, 0, "")
         progress("index", 0, 10, "/docs/a.pdf")
         progress("index", 4, 10, "/docs/sub/line\nbreak.pdf")

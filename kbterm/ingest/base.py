@@ -62,9 +62,29 @@ class ParseContext:
     # Text files are read in blocks of about this many characters (bounded memory).
     text_block_chars: int = 1 << 20
     warnings: list[str] = field(default_factory=list)
+    # How far the parser is within the file, for progress: ``done`` of ``total`` ``unit``s
+    # (pages of a PDF, seconds of a video); total 0 when it cannot know.
+    unit: str = ""
+    total: float = 0
+    done: float = 0
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
+
+    def position(self) -> str:
+        """"page 12 of 285", "01:30 of 12:00" (empty when the parser does not say)."""
+        if not self.total:
+            return ""
+        if self.unit == "s":
+            return f"{clock(self.done)} of {clock(self.total)}"
+        return f"{self.unit} {self.done:g} of {self.total:g}"
+
+
+def clock(seconds: float) -> str:
+    """A time in a video: ``01:23``, or ``1:02:03`` past an hour (citations, progress)."""
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 \
+        else f"{s // 60:02d}:{s % 60:02d}"
 
 
 def describe(exc: BaseException) -> str:

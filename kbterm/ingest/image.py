@@ -27,11 +27,23 @@ if TYPE_CHECKING:
 MAX_SOURCE_PIXELS = 300_000_000
 # Patch 16 x merge 2: one visual token covers 32 x 32 pixels (the model contract).
 PATCH_FACTOR = 32
+# Decoding a picture costs width x height x the bytes Pillow keeps per pixel, not its size on
+# disk: a 17,000 x 17,000 float TIFF is 1.7 MB compressed and 1.2 GB decoded, and converting it
+# naively took 8.8 GB.  An image whose decoded pixels and conversion copies (see decode_cost)
+# would take more than this is refused with what it would cost; within it, conversion works in
+# bands of rows, so reading one image never takes much more than this.  JPEGs are decoded at
+# 1/2..1/8 scale first (libjpeg's draft mode), so large photos stay far below it.
+MAX_DECODE_BYTES = 1 << 30
+_BAND_BYTES = 32 << 20  # float64 working memory per band of rows
+# Bytes per pixel as Pillow stores each mode (RGB, like most, is padded to 4).
+_ONE_BYTE_MODES = ("1", "L", "P")
+_TWO_BYTE_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 # qwen-vl-utils refuses images whose long side exceeds 200 times the short side.
 MAX_ASPECT_RATIO = 200
 _EXIF_ORIENTATION = 0x0112
 
-__all__ = ["MAX_SOURCE_PIXELS", "parse_image", "pixel_fingerprint", "smart_resize", "new_digest"]
+__all__ = ["MAX_DECODE_BYTES", "MAX_SOURCE_PIXELS", "decoded_bytes", "load_image", "parse_image",
+           "pixel_fingerprint", "smart_resize", "new_digest"]
 
 
 def new_digest(header: bytes) -> Any:
@@ -125,14 +137,53 @@ def _open(path: Path) -> Any:
         raise ParseError(f"cannot read image: {describe(exc)}") from None
 
 
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """The memory Pillow needs to hold a ``mode`` picture of this size."""
+    per_pixel = 1 if mode in _ONE_BYTE_MODES else 2 if mode in _TWO_BYTE_MODES else 4
+    return width * height * per_pixel
+
+
+def decode_cost(mode: str, width: int, height: int, transparent: bool = False) -> int:
+    """Peak memory of reading such a picture: its decoded pixels plus the full-size copies
+    conversion makes (8-bit grey for high-depth grey, RGB or RGBA for colour modes other than
+    RGB, and a white background for transparent ones)."""
+    pixels = width * height
+    cost = decoded_bytes(mode, width, height)
+    if mode.startswith("I") or mode == "F":
+        cost += pixels  # the 8-bit copy (converted in bands)
+    elif mode == "L" and not transparent:
+        pass  # resized as it is
+    elif mode != "RGB" or transparent:
+        cost += 4 * pixels * (2 if transparent else 1)
+    return cost
+
+
+def _check_decode_cost(img: Any, rotated: bool) -> None:
+    width, height = img.size
+    cost = decode_cost(img.mode, width, height, _transparent(img))
+    if rotated:  # EXIF orientation: one more copy, turned upright
+        cost += decoded_bytes(img.mode, width, height)
+    if cost > MAX_DECODE_BYTES:
+        raise ParseError(
+            f"image too large to decode: {width}x{height} pixels of mode {img.mode} need "
+            f"{_size(cost)} of memory (kbterm reads images of at most "
+            f"{_size(MAX_DECODE_BYTES)}); a JPEG or a smaller copy of it can be indexed")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
 def _high_depth_to_l(img: Any) -> Any:
     """A 16-bit, 32-bit or float grey image as 8-bit grey (Pillow's own conversion clips at 255,
-    which turns most 16-bit scans white)."""
+    which turns most 16-bit scans white).  Converted a band of rows at a time, so the float
+    working copy stays small whatever the picture's size."""
     import numpy as np
     from PIL import Image
 
-    a = np.asarray(img, dtype=np.float64)
-    top = float(a.max()) if a.size else 0.0
+    width, height = img.size
+    extrema = img.getextrema()
+    top = float(extrema[1]) if width and height else 0.0
     if img.mode == "F" and top <= 1.0:
         scale = 255.0  # float images are usually 0..1
     elif top <= 255:
@@ -141,7 +192,17 @@ def _high_depth_to_l(img: Any) -> Any:
         scale = 255.0 / 65535.0
     else:
         scale = 255.0 / top
-    return Image.fromarray(np.clip(a * scale + 0.5, 0, 255).astype(np.uint8))
+    out = Image.new("L", (width, height))
+    rows = max(1, _BAND_BYTES // (8 * max(1, width)))
+    for y in range(0, height, rows):
+        band = np.asarray(img.crop((0, y, width, min(height, y + rows))), dtype=np.float64)
+        out.paste(Image.fromarray(np.clip(band * scale + 0.5, 0, 255).astype(np.uint8)), (0, y))
+    return out
+
+
+def _transparent(img: Any) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode in ("P", "L", "RGB", "1") and "transparency" in img.info)
 
 
 def _to_rgb(img: Any) -> Any:
@@ -153,18 +214,15 @@ def _to_rgb(img: Any) -> Any:
         return img
     if mode.startswith("I") or mode == "F":
         return _high_depth_to_l(img).convert("RGB")
-    transparent = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB", "1") and "transparency" in img.info
-    )
-    if transparent:
-        rgba = img.convert("RGBA")
+    if _transparent(img):
+        rgba = img if mode == "RGBA" else img.convert("RGBA")
         white = Image.new("RGB", rgba.size, (255, 255, 255))
         white.paste(rgba, mask=rgba.getchannel("A"))
         return white
     return img.convert("RGB")
 
 
-def _load(path: Path, ctx: ParseContext) -> "PILImage":
+def load_image(path: Path, ctx: ParseContext) -> "PILImage":
     """The first frame of ``path``: upright, RGB, resized to the model's size for it."""
     from PIL import Image, ImageOps
 
@@ -193,13 +251,26 @@ def _load(path: Path, ctx: ParseContext) -> "PILImage":
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the target size:
                 # a 50 MP photo then never sits in memory at full size.
                 img.draft(img.mode, (target_h, target_w) if turned else (target_w, target_h))
+            _check_decode_cost(img, orientation != 1)
             img.load()
             upright = ImageOps.exif_transpose(img) if orientation != 1 else img
-            rgb = _to_rgb(upright)
-            if rgb.size != (target_w, target_h):
-                rgb = rgb.resize((target_w, target_h), Image.Resampling.BICUBIC)
-            elif rgb is img:
-                rgb = img.copy()  # closing the file would drop the pixels
+            grey = None
+            if upright.mode.startswith("I") or upright.mode == "F":
+                grey = _high_depth_to_l(upright)
+            elif upright.mode == "L" and not _transparent(upright):
+                grey = upright
+            if grey is not None:
+                # Resized as grey, then made RGB: the same pixels as RGB-then-resize (the
+                # filter works per channel) at a third of the memory.
+                if grey.size != (target_w, target_h):
+                    grey = grey.resize((target_w, target_h), Image.Resampling.BICUBIC)
+                rgb = grey.convert("RGB")
+            else:
+                rgb = _to_rgb(upright)
+                if rgb.size != (target_w, target_h):
+                    rgb = rgb.resize((target_w, target_h), Image.Resampling.BICUBIC)
+                elif rgb is img:
+                    rgb = img.copy()  # closing the file would drop the pixels
         except ParseError:
             raise
         except Exception as exc:  # noqa: BLE001 - truncated data, bad codecs, broken EXIF
@@ -209,6 +280,6 @@ def _load(path: Path, ctx: ParseContext) -> "PILImage":
 
 def parse_image(path: Path, ctx: ParseContext) -> Iterator[Section]:
     """One image section: the picture (first frame of an animation) as the model will see it."""
-    image = _load(path, ctx)
+    image = load_image(path, ctx)
     yield Section(kind="image", image=image, fingerprint=pixel_fingerprint(image.tobytes(),
                                                                            image.size))

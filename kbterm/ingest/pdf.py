@@ -160,8 +160,9 @@ def parse_pdf(path: Path, ctx: ParseContext) -> Iterator[Section]:
     try:
         if doc.is_repaired:
             ctx.warn("the PDF is damaged; MuPDF repaired it and some content may be missing")
+        ctx.unit, ctx.total = "page", doc.page_count
         for index in range(doc.page_count):
-            n = index + 1
+            n = ctx.done = index + 1
             try:
                 page = doc.load_page(index)
             except Exception as exc:  # noqa: BLE001

@@ -184,6 +184,7 @@ def _decord_segments(path: Path, ctx: ParseContext) -> Iterator[Section]:
     reader, n, fps = _decord_reader(path, limits.frame_max_pixels)
     duration = n / fps
     log.debug("%s: decord, %d frames at %.3f fps (%.2f s)", path, n, fps, duration)
+    ctx.unit, ctx.total = "s", duration
     start = 0.0
     while start < duration - _EPS:
         end = _segment_end(start, ctx.video_segment_seconds, duration)
@@ -197,6 +198,7 @@ def _decord_segments(path: Path, ctx: ParseContext) -> Iterator[Section]:
             raise _BackendFailed(f"at {start:g} s: decord returned frames of shape {batch.shape}")
         section = _section(start, end, list(zip(times, batch)), limits.fps)
         del batch
+        ctx.done = end
         yield section
         start = end
 
@@ -237,6 +239,7 @@ def _pyav_segments(path: Path, ctx: ParseContext, resume_at: float = 0.0) -> Ite
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         frame_period = 1.0 / float(rate) if rate else 0.0
         log.debug("%s: PyAV, %sx%s, header duration %s", path, width, height, known)
+        ctx.unit, ctx.total = "s", known or 0
 
         index = int(resume_at // seconds + _EPS) if resume_at > 0 else 0
         start = index * seconds
@@ -273,6 +276,7 @@ def _pyav_segments(path: Path, ctx: ParseContext, resume_at: float = 0.0) -> Ite
                     if rel < end - _EPS:
                         break
                     if kept:
+                        ctx.done = min(end, known) if known else end
                         yield _section(start, end, kept, limits.fps)
                     start, end = end, end + seconds
                     times = sample_times(start, _segment_end(start, seconds, known),

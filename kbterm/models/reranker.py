@@ -70,6 +70,7 @@ class Reranker(BatchedModel):
         # Only the difference of two LM-head rows is needed; keep it in float32.
         self._score_vector = (weight[vocab["yes"]] - weight[vocab["no"]]).detach().float().clone()
         self._model = lm.model  # the LM head itself is not needed past this point
+        self._cache_kwarg = cache_kwarg(self._model)
         self._encoder = Encoder(processor, self.max_length)
 
     def _unload(self) -> None:
@@ -153,7 +154,7 @@ class Reranker(BatchedModel):
 
         ids = prefix_ids[None]
         inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-        return self._run(inputs, use_cache=True).past_key_values
+        return kv_cache(self._run(inputs, use_cache=True))
 
     def _positions(self, enc: Encoded) -> Any:
         """M-RoPE position ids (3, L) of one whole pair, as the model computes them."""
@@ -195,8 +196,24 @@ class Reranker(BatchedModel):
         past = copy.deepcopy(cache)
         if n > 1:
             past.batch_repeat_interleave(n)
-        out = self._run(inputs, past_key_values=past, use_cache=True)
+        out = self._run(inputs, **{self._cache_kwarg: past}, use_cache=True)
         return self._scores(out.last_hidden_state[:, -1])
+
+
+def kv_cache(output: Any) -> Any:
+    """The key/value cache a forward pass returned (``cache`` from transformers 5.24,
+    ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name the base model's ``forward`` takes a cache under: ``cache`` from transformers
+    5.24 (``past_key_values`` is deprecated there, gone in 5.40), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters \
+        else "past_key_values"
 
 
 def shared_prefix_length(encoded: Sequence[Encoded]) -> int:
