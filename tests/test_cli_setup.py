@@ -238,3 +238,42 @@ def test_refused_second_watcher_prints_only_the_refusal(tmp_path, index_model_di
     assert second.returncode == 1
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("kbterm: error: ") and f"pid {first.pid}" in err
+
+
+def test_progress_moves_within_a_long_pdf(tmp_path, index_model_dir, index_embedder):
+    import pymupdf
+
+    from kbterm.cli.indexing import IndexProgress
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    doc = pymupdf.open()
+    for n in range(1, 6):
+        doc.new_page().insert_text((72, 72), f"Page {n} of a report about tides.")
+    doc.save(folder / "report.pdf")
+    seen = []
+    cfg = make_config(index_model_dir, tmp_path / "data", [folder])
+    from kbterm.indexer import Indexer
+
+    Indexer(cfg, embedder=index_embedder,
+            progress=lambda *call: seen.append(call)).run()
+    within = [c for c in seen if c[0] == "file"]
+    assert [c[1:] for c in within] == [(n, 5, f"page {n} of 5") for n in range(1, 6)
+                                       for _ in (0, 1)]  # text, then image, per page
+    with IndexProgress(True) as bar:
+        bar("index", 0, 1, str(folder / "report.pdf"))
+        bar("file", 2, 5, "page 2 of 5")
+        task = bar._progress.tasks[bar._tasks["file"]]
+        assert (task.completed, task.total, task.fields["current"]) == (2, 5, "page 2 of 5")
+        bar("index", 1, 2, str(folder / "other.pdf"))  # a new file: its bar starts again
+        assert "file" not in bar._tasks
+
+
+def test_watcher_status_line_names_the_file_once_with_its_position():
+    from kbterm.watchstate import WatcherState
+
+    state = WatcherState(pid=7, state="indexing", current="/docs/book.pdf",
+                         within="page 12 of 285", running=True, responding=True)
+    line = state.summary()
+    assert line.count("book.pdf") == 1
+    assert "book.pdf (page 12 of 285)" in line
