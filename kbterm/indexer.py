@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from kbterm.errors import KbtermError
 from kbterm.ingest import FILE_TYPES, ParseContext, ParseError, Section, describe, parse
 from kbterm.lock import WriterLock
+from kbterm.safeopen import fd_path, open_checked
 from kbterm.scan import Found, Noted, scan, scan_paths, within, within_set
 from kbterm.store import (
     STATUS_FAILED,
@@ -66,10 +67,11 @@ REUSE_MAX_ROWS = 16384
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, current path)
 
 
-def content_hash(path: str) -> str:
-    """A digest of the file's bytes (read in blocks: bounded memory)."""
+def content_hash(path: str, identity: tuple[int, int] | None = None) -> str:
+    """A digest of the file's bytes (read in blocks: bounded memory).  With ``identity``, only
+    if ``path`` is still the regular file the scan saw (:func:`~kbterm.safeopen.open_checked`)."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
+    with os.fdopen(open_checked(path, identity), "rb") as fh:
         while block := fh.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
@@ -355,7 +357,7 @@ class Indexer:
                 summary.skipped += 1
                 continue
             try:
-                digest = content_hash(f.path)
+                digest = content_hash(f.path, f.identity)
             except OSError as exc:
                 reason = f"cannot read: {exc.strerror or exc}"
                 touched.append(self._plain_record(f, old, STATUS_FAILED, reason))
@@ -575,10 +577,17 @@ class Indexer:
             video_segment_seconds=self.config.indexing.video_segment_seconds,
             warnings=item.warnings,
         )
-        for section in parse(Path(job.found.path), job.found.file_type, ctx):
-            if ctx.total:  # a PDF's pages, a video's time: progress within the file
-                self.progress("file", int(ctx.done), int(ctx.total) or 1, ctx.position())
-            yield section
+        try:  # the file the scan saw, and nothing a swap of its name put there since
+            fd = open_checked(job.found.path, job.found.identity)
+        except OSError as exc:
+            raise ParseError(f"cannot read: {exc.strerror or exc}") from None
+        try:
+            for section in parse(fd_path(fd), job.found.file_type, ctx):
+                if ctx.total:  # a PDF's pages, a video's time: progress within the file
+                    self.progress("file", int(ctx.done), int(ctx.total) or 1, ctx.position())
+                yield section
+        finally:
+            os.close(fd)
 
     def _chunk_config(self, file_type: str) -> Any:
         chunking = self.config.indexing.chunking

@@ -37,6 +37,12 @@ class Found:
     file_type: str
     size: int
     mtime_ns: int
+    dev: int = 0  # st_dev and st_ino as the scan saw them: what the read must find
+    ino: int = 0
+
+    @property
+    def identity(self) -> tuple[int, int] | None:
+        return (self.dev, self.ino) if self.ino else None
 
 
 @dataclass(frozen=True)
@@ -290,7 +296,7 @@ def _entry(path: str, st: os.stat_result, result: ScanResult) -> None:
     kind = file_type(path)
     if kind is None:
         return
-    result.found.append(Found(path, kind, st.st_size, st.st_mtime_ns))
+    result.found.append(Found(path, kind, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino))
 
 
 def _symlink(path: str, roots: Sequence[str], result: ScanResult) -> None:
