@@ -6,7 +6,7 @@ changes when the screen does:
 
 - the results list: the tiny model's scores are random and near-tied, so after the app's own
   search has finished, each test shows the same hits (real chunks, from the real searcher) in
-  path order with fixed scores, through the app's own ``_show_results``;
+  path order with fixed scores, through the app's own ``show_results``;
 - paths: ``HOME`` is the snapshot library's parent, so they read ``~/library/...``.
 
 Review a changed screen with ``pytest tests/test_tui_snapshots.py`` (the report shows both
@@ -29,7 +29,9 @@ from kbterm.retrieval import Searcher
 pytest.importorskip("textual")
 
 from kbterm.answer import Answer  # noqa: E402
-from kbterm.tui.app import KbtermApp  # noqa: E402
+from kbterm.tui.app import KbtermApp, make_app  # noqa: E402
+from kbterm.tui.widgets.answer import AnswerPane  # noqa: E402
+from kbterm.tui.widgets.filters import FilterBar  # noqa: E402
 
 RECORDED_WITH = "8.2"  # textual major.minor the SVGs were recorded with
 
@@ -88,7 +90,7 @@ def app_for(home, monkeypatch):
     config = replace(config, search=replace(config.search, rerank=0))
 
     def make() -> KbtermApp:
-        return KbtermApp(config, searcher=Searcher(config, embedder=embedder))
+        return make_app(config, searcher=Searcher(config, embedder=embedder))
 
     return make
 
@@ -109,7 +111,8 @@ async def search_and_pin(pilot, query: str, select: str | None = None) -> None:
     await pilot.press(*query)
     await wait(pilot, lambda: app.results is not None and app.results.query == query
                and app.shown_seq == app.seq, "the app's own results")
-    results = app.searcher.retrieve(query, k=20, rerank=False, filters=app.current_filters()[0])
+    filters = app.query_one(FilterBar).read()[0]
+    results = app.searcher.retrieve(query, k=20, rerank=False, filters=filters)
     hits = sorted(results.hits, key=lambda h: (h.path, h.modality, h.page or 0,
                                                h.line_start or 0))
     for n, hit in enumerate(hits):
@@ -117,7 +120,7 @@ async def search_and_pin(pilot, query: str, select: str | None = None) -> None:
         hit.embedding_score = round(0.91 - 0.04 * n, 2)
         hit.rerank_score = round(0.97 - 0.09 * n, 2)
     results.hits, results.reranked = hits, len(hits)
-    await app._show_results(app.seq, results, True)
+    await app.show_results(app.seq, results, True)
     if select is not None:
         view = app.query_one("#results")
         view.index = next(n for n, h in enumerate(hits) if h.citation().startswith(select))
@@ -129,7 +132,7 @@ async def search_and_pin(pilot, query: str, select: str | None = None) -> None:
 def test_start_with_an_empty_index(snap_compare, tmp_path, index_model_dir, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     config = make_config(index_model_dir, tmp_path / "kbterm-data", [])
-    assert snap_compare(KbtermApp(config), terminal_size=(80, 24))
+    assert snap_compare(make_app(config), terminal_size=(80, 24))
 
 
 def test_results_with_a_text_preview_at_80x24(snap_compare, app_for):
@@ -155,22 +158,39 @@ def test_pdf_page_preview(snap_compare, app_for):
     assert snap_compare(app_for(), terminal_size=(100, 30), run_before=run_before)
 
 
+async def show_answer(pilot) -> None:
+    """A finished answer (fixed text) from the pinned hits, shown as the app shows one."""
+    app = pilot.app
+    await search_and_pin(pilot, "spring tides", select="tides.md")
+    hits = [it.hit for it in app.query("ResultItem")]
+    evidence = [h for h in hits if h.path.endswith(("tides.md", "rope.txt"))][:3]
+    tides = next(n for n, h in enumerate(evidence, 1) if h.path.endswith("tides.md"))
+    answer = Answer(question="spring tides", evidence=evidence,
+                    text=f"Spring tides follow the **new moon** and the **full moon** "
+                         f"[{tides}], when the sun and the moon pull in line [{tides}].")
+    app.answer = answer
+    pane = app.query_one(AnswerPane)
+    await pane.begin(answer)
+    await pane.finish(answer)
+    await pilot.pause(0.3)
+
+
 def test_answer_with_sources(snap_compare, app_for):
+    assert snap_compare(app_for(), terminal_size=(100, 30), run_before=show_answer)
+
+
+def test_answer_at_80x24_shows_its_end(snap_compare, app_for):
+    assert snap_compare(app_for(), terminal_size=(80, 24), run_before=show_answer)
+
+
+def test_filters_and_status_bar_at_80x24(snap_compare, app_for):
     async def run_before(pilot) -> None:
         app = pilot.app
-        await search_and_pin(pilot, "spring tides", select="tides.md")
-        hits = [it.hit for it in app.query("ResultItem")]
-        evidence = [h for h in hits if h.path.endswith(("tides.md", "rope.txt"))][:3]
-        tides = next(n for n, h in enumerate(evidence, 1) if h.path.endswith("tides.md"))
-        answer = Answer(question="spring tides", evidence=evidence,
-                        text=f"Spring tides follow the **new moon** and the **full moon** "
-                             f"[{tides}], when the sun and the moon pull in line [{tides}].")
-        app.answer = answer
-        app.query_one("#answer-pane").add_class("shown")
-        app._render_answer(answer, True)
-        await pilot.pause(0.3)
+        await pilot.press("ctrl+f")
+        app.query_one("#query").focus()
+        await search_and_pin(pilot, "tides", select="tides.md")
 
-    assert snap_compare(app_for(), terminal_size=(100, 30), run_before=run_before)
+    assert snap_compare(app_for(), terminal_size=(80, 24), run_before=run_before)
 
 
 def test_filters_on_a_narrow_terminal(snap_compare, app_for):

@@ -1,0 +1,142 @@
+"""What the app runs off the UI thread (in its thread workers): plain functions that call the
+headless core and report with messages (:mod:`kbterm.tui.messages`) through ``post``.
+
+They never touch a widget; the app's handlers do, on the UI thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
+
+from textual.message import Message
+
+from kbterm.tui import messages
+
+if TYPE_CHECKING:
+    from kbterm.answer import Answer, Asker
+    from kbterm.retrieval import Filters, Hit, Results, Searcher
+
+Post = Callable[[Message], object]
+
+
+def count(searcher: "Searcher", post: Post) -> None:
+    """Report the index as the searcher last read it, and how many files failed."""
+    from kbterm.store import STATUS_FAILED
+
+    ledger = searcher.store.ledger()
+    failed = sum(1 for record in ledger.values() if record.status == STATUS_FAILED)
+    post(messages.IndexCounted(searcher.file_count, searcher.chunk_count, failed, bool(ledger)))
+
+
+def warm(searcher_of: Callable[[], "Searcher"], post: Post) -> None:
+    """Read the index and load the embedder (and the vector cache)."""
+    from kbterm.errors import KbtermError
+    from kbterm.retrieval import NoIndex
+
+    post(messages.ModelState(("loading models…",)))
+    searcher = searcher_of()
+    try:
+        searcher.refresh()
+    except NoIndex:
+        pass  # a ledger but no chunks yet (every file failed): nothing to search, yet
+    except KbtermError as exc:
+        post(messages.ErrorShown(str(exc)))
+    try:
+        count(searcher, post)
+    except Exception:  # noqa: BLE001 - the count is a nicety; searching still says why
+        pass
+    try:
+        embedder = searcher.embedder
+        embedder.load()
+        runtime = embedder.runtime
+        where = f"{runtime.device} {runtime.dtype}" if runtime is not None else ""
+        # torch, transformers and LanceDB leave millions of long-lived objects, and each
+        # full garbage collection walked them all: 100-300 ms pauses in the middle of
+        # showing results (BENCHMARKS.md).  Frozen, the collector skips them.
+        gc.freeze()
+        name = os.path.basename(embedder.spec.model)
+        post(messages.ModelState((f"{name} ({where})", name)))
+    except KbtermError as exc:
+        post(messages.ModelState(("embedder unavailable: keyword search", "keyword search")))
+        post(messages.ErrorShown(str(exc)))
+
+
+def recount(searcher: "Searcher", post: Post) -> None:
+    """Catch the searcher up with the index (the watcher changed it), for the status bar."""
+    from kbterm.errors import KbtermError
+
+    try:
+        searcher.refresh()
+        count(searcher, post)
+    except KbtermError:
+        return
+
+
+def copy_head(results: "Results", k: int) -> "Results":
+    """The first ``k`` hits of ``results`` as their own list (reranking reorders the original)."""
+    return replace(results, hits=[replace(h) for h in results.hits[:k]],
+                   timings_ms=dict(results.timings_ms), warnings=list(results.warnings))
+
+
+def search(searcher: "Searcher", seq: int, text: str, image: str | None, filters: "Filters",
+           *, k: int, rerank: bool, cancel: threading.Event, latest: Callable[[], int],
+           post: Post) -> None:
+    """Query ``seq``: the fused hits at once, then reranked; nothing once ``latest()`` (the
+    newest query's number) has moved on."""
+    from kbterm.errors import Cancelled, KbtermError
+    from kbterm.retrieval import NoIndex, Results
+
+    try:
+        results = searcher.retrieve(text, image, k=k, filters=filters)
+        if seq != latest():
+            return  # a newer keystroke: this one is stale
+        post(messages.SearchDone(seq, copy_head(results, k), False))
+        if rerank:
+            reranked = searcher.rerank(results, k=k, cancel=cancel)
+            if seq != latest():
+                return
+            post(messages.SearchDone(seq, reranked, True))
+    except Cancelled:
+        return  # a newer keystroke stopped it: that search shows its own results
+    except NoIndex:  # a ledger without chunks (every file failed): no results
+        post(messages.SearchDone(seq, Results(query=text, image=image), True))
+    except KbtermError as exc:
+        post(messages.SearchFailed(seq, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
+        post(messages.SearchFailed(seq, f"search failed: {type(exc).__name__}: {exc}"))
+
+
+def page_image(searcher: "Searcher", hit: "Hit", post: Post) -> None:
+    """Render (or take from the cache) the PDF page of a text hit."""
+    path = searcher.image_for(hit)
+    if path is not None:
+        post(messages.PageRendered(hit, path))
+
+
+def generate(asker: "Asker", answer: "Answer", cancel: threading.Event, post: Post) -> None:
+    """Write ``answer``, reporting at most 20 times a second, and once when it ends."""
+    from kbterm.errors import KbtermError
+
+    last = 0.0
+    try:
+        for _piece in asker.stream(answer, cancel=cancel):
+            now = time.monotonic()
+            if now - last > 0.05:
+                last = now
+                post(messages.AnswerProgress(answer))
+    except KbtermError as exc:  # e.g. no answer model: said in the pane, with the sources
+        answer.warnings.append(str(exc))
+        post(messages.ErrorShown(str(exc)))
+    except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
+        answer.warnings.append(f"answer failed: {type(exc).__name__}: {exc}")
+        post(messages.ErrorShown(answer.warnings[-1]))
+    finally:
+        # (Asker.stream recorded whether the user stopped it; the event is set now either
+        # way, which marks the answer as finished for Escape.)
+        post(messages.AnswerProgress(answer, done=True))
+        cancel.set()

@@ -1,0 +1,1 @@
+"""The app's widgets, one job each (each posts its own messages, defined beside it)."""
