@@ -409,8 +409,9 @@ class Searcher:
         n_rerank = min(self.config.search.rerank, len(hits)) if enabled else 0
         if n_rerank:
             try:
-                self._rerank(results.query, results.image, hits, n_rerank, cancel)
+                skipped = self._rerank(results.query, results.image, hits, n_rerank, cancel)
                 results.reranked = min(n_rerank, k)
+                results.warnings.extend(skipped)
             except KbtermError as exc:
                 results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
         results.timings_ms["rerank"] = (time.perf_counter() - t) * 1000
@@ -516,7 +517,9 @@ class Searcher:
         return hit.path
 
     def _rerank(self, text: str, image: str | Path | None, hits: list[Hit], n: int,
-                cancel: threading.Event | None = None) -> None:
+                cancel: threading.Event | None = None) -> list[str]:
+        """Score and re-sort the first ``n`` hits; a hit whose picture cannot be read keeps no
+        rerank score and goes after the scored ones.  Returns a warning for each of those."""
         from kbterm.models.inputs import Image
 
         documents: list[Any] = []
@@ -525,11 +528,16 @@ class Searcher:
                 documents.append(hit.content or hit.snippet)
             else:
                 documents.append(Image(Path(hit.image_path)))
-        values = self.reranker.score(query_item(text, image), documents, cancel=cancel)
+        unreadable: dict[int, str] = {}
+        values = self.reranker.score(query_item(text, image), documents, cancel=cancel,
+                                     unreadable=unreadable)
+        skipped = [f"not reranked (its picture cannot be read): {reason}"
+                   for _i, reason in sorted(unreadable.items())]
         for hit, value in zip(hits[:n], values):
-            hit.rerank_score = float(value)
-        head = sorted(hits[:n], key=lambda h: -(h.rerank_score or 0.0))
+            hit.rerank_score = None if value is None else float(value)
+        head = sorted(hits[:n], key=lambda h: (h.rerank_score is None, -(h.rerank_score or 0.0)))
         hits[:n] = head
+        return skipped
 
 
 def query_item(text: str, image: str | Path | None) -> Any:

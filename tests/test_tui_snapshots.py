@@ -145,6 +145,9 @@ def test_results_with_a_text_preview_at_80x24(snap_compare, app_for):
 def test_image_preview_on_a_wide_terminal(snap_compare, app_for):
     async def run_before(pilot) -> None:
         await search_and_pin(pilot, "beach", select="beach.jpeg")
+        # The picture is decoded off the UI thread.
+        await wait(pilot, lambda: bool(pilot.app.query(".preview-image")), "the photo")
+        await pilot.pause(0.3)
 
     assert snap_compare(app_for(), terminal_size=(130, 34), run_before=run_before)
 

@@ -222,8 +222,9 @@ def _to_rgb(img: Any) -> Any:
     return img.convert("RGB")
 
 
-def load_image(path: Path, ctx: ParseContext) -> "PILImage":
-    """The first frame of ``path``: upright, RGB, resized to the model's size for it."""
+def load_image(path: Path, ctx: ParseContext, resize: bool = True) -> "PILImage":
+    """The first frame of ``path``: upright, RGB, resized to the model's size for it (with
+    ``resize`` False, at its own size: video frames, which the video preprocessing sizes)."""
     from PIL import Image, ImageOps
 
     limits = ctx.limits
@@ -243,11 +244,11 @@ def load_image(path: Path, ctx: ParseContext) -> "PILImage":
         try:
             target_h, target_w = smart_resize(
                 up_h, up_w, PATCH_FACTOR, limits.image_min_pixels, limits.image_max_pixels
-            )
+            ) if resize else (up_h, up_w)
         except ValueError as exc:
             raise ParseError(f"cannot use image ({width}x{height}): {exc}") from None
         try:
-            if img.format == "JPEG" and width * height > 4 * limits.image_max_pixels:
+            if resize and img.format == "JPEG" and width * height > 4 * limits.image_max_pixels:
                 # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below the target size:
                 # a 50 MP photo then never sits in memory at full size.
                 img.draft(img.mode, (target_h, target_w) if turned else (target_w, target_h))
@@ -276,6 +277,24 @@ def load_image(path: Path, ctx: ParseContext) -> "PILImage":
         except Exception as exc:  # noqa: BLE001 - truncated data, bad codecs, broken EXIF
             raise ParseError(f"cannot read image: {describe(exc)}") from None
     return rgb
+
+
+def load_preview(path: str | Path, max_pixels: int) -> "PILImage":
+    """``path`` as a picture of at most about ``max_pixels`` for a preview: opened as the
+    indexer opens files (a regular file only: never a FIFO that would block, never through a
+    symlink) and read with the same bounded decoding.  Raises ParseError or OSError."""
+    import os
+
+    from kbterm.models.encoding import VisionLimits
+    from kbterm.safeopen import fd_path, open_checked
+
+    limits = VisionLimits(image_min_pixels=min(VisionLimits.image_min_pixels, max_pixels),
+                          image_max_pixels=max_pixels)
+    fd = open_checked(str(path))
+    try:
+        return load_image(fd_path(fd), ParseContext(limits=limits))
+    finally:
+        os.close(fd)
 
 
 def parse_image(path: Path, ctx: ParseContext) -> Iterator[Section]:

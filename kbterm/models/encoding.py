@@ -67,25 +67,25 @@ def _file_uri(path: str | Path) -> str:
     return "file://" + str(Path(path).expanduser().resolve())
 
 
-def load_image(source: Any) -> Any:
-    """A PIL image, upright (EXIF orientation applied) and RGB; paths are opened here."""
-    from PIL import Image as PILImageModule
-    from PIL import ImageOps, UnidentifiedImageError
+def load_image(source: Any, limits: VisionLimits | None = None) -> Any:
+    """A PIL image, upright (EXIF orientation applied) and RGB; paths are opened here.
 
+    A path is read exactly as the indexer reads an image file (:mod:`kbterm.ingest.image`):
+    bounded memory (reduced-size JPEG decoding, a refusal by decoded bytes), and, given
+    ``limits``, resized to the size the model's preprocessing would give it (its own resize is
+    then a no-op, so the pixels are those of the reference).  Without ``limits`` (video
+    frames) the picture keeps its size."""
     if not isinstance(source, (str, Path)):
         return source
+    from kbterm.ingest.base import ParseContext, ParseError
+    from kbterm.ingest.image import load_image as read_image
+
     path = Path(source).expanduser()
     try:
-        with PILImageModule.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            return img.convert("RGB") if img.mode != "RGB" else img.copy()
-    except FileNotFoundError:
-        raise InputError(f"{path}: image file not found") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path}: cannot read image: {exc}") from None
+        return read_image(path, ParseContext(limits=limits or VisionLimits()),
+                          resize=limits is not None)
+    except ParseError as exc:
+        raise InputError(f"{path}: {exc}") from None
 
 
 def media_parts(content: Content, limits: VisionLimits) -> list[dict[str, Any]]:
@@ -97,7 +97,7 @@ def media_parts(content: Content, limits: VisionLimits) -> list[dict[str, Any]]:
         parts.append(
             {
                 "type": "image",
-                "image": load_image(image.source),
+                "image": load_image(image.source, limits),
                 "min_pixels": limits.image_min_pixels,
                 "max_pixels": limits.image_max_pixels,
             }

@@ -9,11 +9,13 @@ answer can be stopped between tokens (Escape in the TUI, Ctrl-C in the CLI).
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence, Union
 
+from kbterm.errors import InputError
 from kbterm.models.base import LazyModel, ModelSpec
 from kbterm.models.encoding import (
     GENERATION_PROMPT_TOKENS,
@@ -24,6 +26,8 @@ from kbterm.models.encoding import (
     move,
 )
 from kbterm.models.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 # Qwen3-VL's context length in tokens.
 CONTEXT_LENGTH = 32768
@@ -111,14 +115,22 @@ class Generator(LazyModel):
         for ev in evidence:
             content.append({"type": "text", "text": f"[{ev.number}] {ev.citation}:\n"})
             if ev.image is not None:
-                content.append(
-                    {
-                        "type": "image",
-                        "image": load_image(ev.image),
-                        "min_pixels": self.limits.image_min_pixels,
-                        "max_pixels": self.limits.image_max_pixels,
-                    }
-                )
+                try:
+                    picture = load_image(ev.image, self.limits)
+                except InputError as exc:
+                    # One unreadable picture (replaced, damaged, too large) costs its
+                    # evidence, not the answer.
+                    log.warning("evidence [%d] left out: %s", ev.number, exc)
+                    content.append({"type": "text", "text": "(its picture could not be read)\n"})
+                else:
+                    content.append(
+                        {
+                            "type": "image",
+                            "image": picture,
+                            "min_pixels": self.limits.image_min_pixels,
+                            "max_pixels": self.limits.image_max_pixels,
+                        }
+                    )
             if ev.text:
                 content.append({"type": "text", "text": ev.text.strip() + "\n"})
         if not evidence:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from kbterm.config import DEFAULT_RERANK_INSTRUCTION
+from kbterm.errors import InputError
 from kbterm.models.base import BatchedModel, ModelSpec, check_cancel
 from kbterm.models.encoding import (
     GENERATION_PROMPT_TOKENS,
@@ -97,20 +98,42 @@ class Reranker(BatchedModel):
 
     def score(
         self, query: Item, documents: Sequence[Item], instruction: str | None = None,
-        *, cancel: threading.Event | None = None,
+        *, cancel: threading.Event | None = None, unreadable: dict[int, str] | None = None,
     ) -> list[float]:
         """Relevance of each document to ``query`` in (0, 1), in document order.
 
         ``cancel``: once set, scoring stops before the next batch with
-        :class:`~kbterm.errors.Cancelled` (the TUI sets it when a newer keystroke comes)."""
+        :class:`~kbterm.errors.Cancelled` (the TUI sets it when a newer keystroke comes).
+        ``unreadable``: given a dict, a document that cannot be read (an image file gone,
+        damaged or too large) gets the score None and its reason in the dict, instead of
+        failing the whole call."""
         self.load()
         if not documents:
             return []
+        order: list[int] = []  # the documents that could be read, in order
+
+        def readable() -> Iterator[Encoded]:
+            for i, doc in enumerate(documents):
+                try:
+                    encoded = self.encode(query, doc, instruction)
+                except InputError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable[i] = str(exc)
+                    continue
+                order.append(i)
+                yield encoded
+
         scores: list[float] = []
-        for _, encoded in self._windows(documents, lambda doc: self.encode(query, doc, instruction)):
+        for _, encoded in self._windows(readable(), lambda enc: enc):
             check_cancel(cancel)
             scores.extend(self._score_window(encoded, cancel))
-        return scores
+        if unreadable is None:
+            return scores
+        out: list[float | None] = [None] * len(documents)
+        for i, value in zip(order, scores):
+            out[i] = value
+        return out  # type: ignore[return-value]
 
     def _score_window(self, encoded: list[Encoded],
                       cancel: threading.Event | None = None) -> list[float]:

@@ -445,17 +445,20 @@ class KbtermApp(App[None]):
         if hit is not None and hit.modality == "text" and self._searcher is not None:
             context = self._searcher.context(hit)
         pane.show(hit, query, context)
-        if hit is not None and hit.modality == "text" and hit.file_type == "pdf" \
-                and hit.page is not None and self.config.tui.images != "none":
-            self._page_image(hit)
+        if hit is None or self.config.tui.images == "none":
+            return
+        if hit.modality != "text" and hit.image_path:
+            self._picture(hit, before=True)
+        elif hit.modality == "text" and hit.file_type == "pdf" and hit.page is not None:
+            self._picture(hit, before=False)  # the page, under the text
 
-    @work(thread=True, group="page", exclusive=True, exit_on_error=False)
-    def _page_image(self, hit: "Hit") -> None:
-        jobs.page_image(self.searcher, hit, self.post_message)
+    @work(thread=True, group="picture", exclusive=True, exit_on_error=False)
+    def _picture(self, hit: "Hit", before: bool) -> None:
+        jobs.picture(self.searcher, hit, before, self.post_message)
 
     @while_mounted
-    def on_page_rendered(self, message: messages.PageRendered) -> None:
-        self.query_one(PreviewPane).add_image(message.hit, message.image_path)
+    def on_picture_loaded(self, message: messages.PictureLoaded) -> None:
+        self.query_one(PreviewPane).add_image(message.hit, message.picture, message.before)
 
     # ------------------------------------------------------------------ actions
 

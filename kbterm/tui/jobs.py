@@ -111,11 +111,25 @@ def search(searcher: "Searcher", seq: int, text: str, image: str | None, filters
         post(messages.SearchFailed(seq, f"search failed: {type(exc).__name__}: {exc}"))
 
 
-def page_image(searcher: "Searcher", hit: "Hit", post: Post) -> None:
-    """Render (or take from the cache) the PDF page of a text hit."""
-    path = searcher.image_for(hit)
-    if path is not None:
-        post(messages.PageRendered(hit, path))
+# Pixels of a preview picture: plenty for a terminal (a 4K screen's cells hold fewer), and
+# a 200-megapixel photo is decoded at reduced size, never whole.
+PREVIEW_PIXELS = 2_000_000
+
+
+def picture(searcher: "Searcher", hit: "Hit", before: bool, post: Post) -> None:
+    """Decode the picture of ``hit`` for the preview (a PDF text hit's page is rendered, or
+    taken from the cache, first); an unreadable one is simply not shown."""
+    from kbterm.ingest.image import load_preview
+
+    path = hit.image_path or searcher.image_for(hit)
+    if path is None:
+        return
+    try:
+        image = load_preview(path, PREVIEW_PIXELS)
+    except Exception as exc:  # noqa: BLE001 - gone, swapped, damaged, too large: no picture
+        post(messages.ErrorShown(f"cannot show the picture: {exc}"))
+        return
+    post(messages.PictureLoaded(hit, image, before))
 
 
 def generate(asker: "Asker", answer: "Answer", cancel: threading.Event, post: Post) -> None:

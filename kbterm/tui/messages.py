@@ -8,7 +8,7 @@ void, which is harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
@@ -73,8 +73,10 @@ class IndexCounted(Message):
 
 
 @dataclass
-class PageRendered(Message):
-    """The PDF page image of a text hit is ready."""
+class PictureLoaded(Message):
+    """The picture of a hit (its photo, page or keyframe, or a PDF text hit's page) is
+    decoded, at a preview's size; ``before``: it goes above the hit's text."""
 
     hit: "Hit"
-    image_path: str
+    picture: Any
+    before: bool

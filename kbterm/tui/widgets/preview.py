@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -75,12 +74,12 @@ class PreviewPane(Vertical):
         # (A visual hit's snippet is its title, or its file's name, which the title shows.)
         caption = hit.title if hit.title and hit.title != os.path.basename(hit.path) else ""
         text.update(safe_text(caption, "dim"))
-        if hit.image_path and Path(hit.image_path).is_file():
-            self.add_image(hit, hit.image_path, before=True)
+        # The picture itself is decoded off the UI thread (the app's picture job), then
+        # drawn by add_image.
 
-    def add_image(self, hit: "Hit", image_path: str, before: bool = False) -> None:
-        """Draw ``image_path`` for ``hit`` (above its text, or below: a PDF text hit's
-        page), unless the selection moved on meanwhile."""
+    def add_image(self, hit: "Hit", picture: Any, before: bool = False) -> None:
+        """Draw ``picture`` (a decoded PIL image) for ``hit`` (above its text, or below: a PDF
+        text hit's page), unless the selection moved on meanwhile."""
         if self.hit is None or self.hit.id != hit.id:
             return
         widget = image_widget(self.images)
@@ -88,7 +87,7 @@ class PreviewPane(Vertical):
             return
         scroll = self.query_one("#preview-scroll", VerticalScroll)
         text = self.query_one("#preview-text", Static)
-        image = widget(image_path, classes="preview-image")
+        image = widget(picture, classes="preview-image")
         if before:
             scroll.mount(image, before=text)
         else:
