@@ -382,8 +382,10 @@ class Indexer:
                 size=f.size, mtime_ns=f.mtime_ns, content_hash=digest,
                 generation=new_id()[:8], settings=settings[f.file_type],
             )
-            reuse = ([old.file_id] if old and old.status == STATUS_INDEXED else []) + \
-                indexed_hashes.get(digest, [])[:1]
+            # A file whose indexing was interrupted left its finished rows staged: resume
+            # from them (their vectors are reused) as from an earlier version.
+            reuse = ([old.file_id] if old and (old.status == STATUS_INDEXED or old.staging)
+                     else []) + indexed_hashes.get(digest, [])[:1]
             jobs.append(_Job(f, record, old, reuse))
         self.progress("check", len(candidates), len(candidates), "")
 
@@ -480,6 +482,7 @@ class Indexer:
         inflight: list[_InFlight] = []
         ready: list[_InFlight] = []
         last_commit = time.monotonic()
+        queued_at = 0.0  # when the oldest queued input was queued
 
         def embed_queue() -> None:
             self._embed(queue, summary)
@@ -523,13 +526,19 @@ class Indexer:
                                 row["vector"] = vector
                                 summary.reused += 1
                             else:
+                                if not queue:
+                                    queued_at = time.monotonic()
                                 queue.append((item, row, model_input))
                                 item.waiting += 1
                             item.rows.append(row)
                             if not item.staged and len(item.rows) > STAGE_ROWS:
                                 self._stage(item)
-                            if self._queue_full(queue):
+                            # Full, or waiting long (files finished before a long one must
+                            # not wait for it): embed, then commit what is finished.
+                            if self._queue_full(queue) or (
+                                    queue and time.monotonic() - queued_at >= COMMIT_SECONDS):
                                 embed_queue()
+                                commit()
                 except ParseError as exc:
                     item.error = str(exc)
                 except (OSError, MemoryError) as exc:
@@ -565,7 +574,9 @@ class Indexer:
 
     def _reuse_rows(self, job: _Job) -> int:
         prev = job.previous
-        return prev.chunks if prev is not None and prev.file_id in job.reuse_from else 0
+        if prev is None or prev.file_id not in job.reuse_from:
+            return 0
+        return prev.chunks + (self.store.count_staged(prev) if prev.staging else 0)
 
     def _queue_full(self, queue: list[tuple[_InFlight, dict[str, Any], Any]]) -> bool:
         visuals = sum(1 for _i, row, _m in queue if row["modality"] != "text")
@@ -730,6 +741,10 @@ class Indexer:
         """A very large file: hide its new generation, then write it in several commits."""
         rec = item.job.record
         old = item.job.previous
+        if old is not None and old.staging:
+            # Rows an interrupted run staged: their vectors are in this job's reuse map; once
+            # the new generation is the staged one they must not show.
+            self.store.drop_staged(replace(old))
         placeholder = replace(old) if old is not None and old.file_id == rec.file_id else \
             replace(rec, size=-1, mtime_ns=-1, status="indexing", generation="")
         placeholder.staging = rec.generation

@@ -21,9 +21,11 @@ This module opens no connection at import time and never imports torch.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -56,6 +58,97 @@ class IndexUnusable(KbtermError):
 
 class IndexMismatch(KbtermError):
     """The index was built with another embedding model or dimension."""
+
+
+class IndexDamaged(IndexUnusable):
+    """A table of the index cannot be read: a file cut short, missing or garbled."""
+
+
+class DiskFull(KbtermError):
+    """The disk holding the data folder has no space left."""
+
+
+TABLE_NAMES = {CHUNKS: "chunks table", FILES: "files ledger"}
+
+
+def os_errno(exc: BaseException | None) -> int | None:
+    """The errno behind ``exc`` or what led to it (LanceDB says it as ``(os error 28)``)."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if isinstance(exc, OSError) and exc.errno:
+            return exc.errno
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found:
+            return int(found.group(1))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return os_errno(exc) in (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_not_writable(exc: BaseException) -> bool:
+    return os_errno(exc) in (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_full(data_dir: Path) -> DiskFull:
+    return DiskFull(f"the disk holding {data_dir} is full: what was being written was not "
+                    "saved (everything saved before is kept); free space and run kbterm index "
+                    "again")
+
+
+def lance_reason(exc: BaseException) -> str:
+    """A LanceDB error as a short phrase: no Rust source location, no error-class noise."""
+    if type(exc).__name__ in ("RustPanic", "PanicException"):
+        return "its files cannot be decoded"
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    text = re.sub(r"^lance error: ", "", text)
+    text = re.sub(r"LanceError\(\w+\): ", "", text)
+    text = re.sub(r",\s*/\S+\.rs:\d+:\d+.*$", "", text)
+    return text[:200] or type(exc).__name__
+
+
+LANCE_MAGIC = b"LANC"  # the last bytes of every Lance data file and manifest
+
+
+def manifest_version(name: str) -> int:
+    """The table version a ``_versions/*.manifest`` file holds (either naming scheme)."""
+    number = int(name.split(".", 1)[0])
+    # The newer scheme names version v as u64::MAX - v (20 digits), so listings sort newest
+    # first.
+    return (2**64 - 1 - number) if len(name.split(".", 1)[0]) == 20 else number
+
+
+def manifests(folder: Path) -> list[Path]:
+    """The manifest files of the table in ``folder``, newest version first."""
+    try:
+        names = [e.name for e in os.scandir(folder / "_versions")
+                 if e.name.endswith(".manifest") and e.name.split(".", 1)[0].isdigit()]
+    except OSError:
+        return []
+    return [folder / "_versions" / n for n in sorted(names, key=manifest_version, reverse=True)]
+
+
+def manifest_problem(folder: Path) -> str:
+    """Why the latest version of the table in ``folder`` cannot be opened ('' when it looks
+    whole): a manifest cut short has lost its trailing magic bytes."""
+    found = manifests(folder)
+    if not found:
+        return ""
+    try:
+        with open(found[0], "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - len(LANCE_MAGIC)))
+            tail = fh.read()
+    except FileNotFoundError:
+        return ""  # replaced meanwhile (a rebuild): the open that follows decides
+    except OSError as exc:
+        return f"cannot read {found[0].name}: {exc.strerror or exc}"
+    if size < 16 or tail != LANCE_MAGIC:
+        return f"its version file {found[0].name} is cut short or garbled"
+    return ""
 
 
 def sql_str(value: str) -> str:
@@ -177,6 +270,8 @@ class Store:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.data_dir) from None
             raise IndexUnusable(
                 f"cannot write the index in {self.data_dir}: {exc.strerror or exc}; "
                 "set data_dir in the config or KBTERM_DATA_DIR to a writable folder"
@@ -189,21 +284,74 @@ class Store:
             self._db = lancedb.connect(str(self.path))
         return self._db
 
+    def reopen(self) -> None:
+        """Forget the open tables: they were replaced (``--rebuild``, ``--repair``), compacted
+        or cleaned up under this process, and are opened again at their latest version."""
+        self._db = None
+        self._tables.clear()
+
     def _table(self, name: str) -> Any:
+        problem = manifest_problem(self.path / f"{name}.lance")
+        if problem:  # checked first: LanceDB panics on a cut manifest, noisily
+            raise self.damaged(name, problem)
         db = self._connect()
         try:
             return db.open_table(name)
         except (ValueError, FileNotFoundError):
             return None
+        except Exception as exc:  # noqa: BLE001 - LanceDB's errors (and panics) vary
+            raise self.translate(exc, name) from None
 
     def _latest(self, name: str) -> Any:
         """An open table at its latest version (another process may have written), or None."""
         table = self._tables.get(name)
-        if table is None:
-            table = self._tables[name] = self._table(name)
-        else:
-            table.checkout_latest()
+        if table is not None:
+            try:
+                table.checkout_latest()
+                return table
+            except Exception:  # noqa: BLE001 - replaced or removed under us: open it again
+                self._tables.pop(name, None)
+        table = self._tables[name] = self._table(name)
         return table
+
+    # ------------------------------------------------------------------ errors
+
+    def damaged(self, name: str, reason: str) -> IndexDamaged:
+        return IndexDamaged(f"the index in {self.data_dir} is damaged: its "
+                            f"{TABLE_NAMES.get(name, name)} cannot be read ({reason}); "
+                            "run: kbterm index --repair")
+
+    def translate(self, exc: BaseException, name: str = "") -> KbtermError:
+        """The one-line error for a LanceDB failure on table ``name``."""
+        if isinstance(exc, KbtermError):
+            return exc
+        if is_disk_full(exc):
+            return disk_full(self.data_dir)
+        if is_not_writable(exc):
+            return IndexUnusable(f"cannot use the index in {self.data_dir}: "
+                                 f"{os.strerror(os_errno(exc) or 0)}; check its permissions")
+        return self.damaged(name or CHUNKS, lance_reason(exc))
+
+    def _read(self, name: str, read: Any) -> Any:
+        """``read()`` (which opens what it reads through :attr:`chunks_table` or
+        :attr:`files_table`), once more on fresh tables if it fails: a table replaced,
+        compacted or cleaned up under this process reads again at its latest version.  A
+        second failure is the one-line error (:meth:`translate`)."""
+        try:
+            return read()
+        except KbtermError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - LanceDB's errors vary
+            if is_disk_full(exc) or is_not_writable(exc):
+                raise self.translate(exc, name) from None
+            log.debug("reading the %s failed (%s); opening it again", name, exc)
+        self.reopen()
+        try:
+            return read()
+        except KbtermError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self.translate(exc, name) from None
 
     @property
     def files_table(self) -> Any:
@@ -425,26 +573,37 @@ class Store:
             self.upsert_files([], remove_ids=list(group))
 
     def recover(self) -> int:
-        """Remove chunk rows no reader may see (left by a run that was killed); returns count."""
+        """After a killed run: remove the chunk rows no reader may see and no run can resume
+        from (rows of files the ledger does not know, rows of a generation that is neither a
+        file's own nor its staged one); returns how many.  A staged generation stays: its
+        finished rows are reused when the file is indexed again (the next run resumes)."""
         chunks, ledger = self.chunks_table, self.ledger()
         if chunks is None:
             return 0
-        removed = 0
-        for record in ledger.values():
-            if record.staging:
-                before = chunks.count_rows()
-                self.drop_staged(record)
-                removed += before - self.chunks_table.count_rows()
-                self.upsert_files([record])
-        known = {r.file_id for r in ledger.values()}
-        present = set(chunks.search().select(["file_id"]).limit(None).to_arrow()
-                      .column("file_id").to_pylist())
-        orphans = sorted(present - known)
+        wanted = {r.file_id: {r.generation, r.staging} - {""} for r in ledger.values()}
+        present = chunks.search().select(["file_id", "generation"]).limit(None).to_arrow()
+        stale: dict[str, set[str]] = {}
+        for file_id, generation in zip(present.column("file_id").to_pylist(),
+                                       present.column("generation").to_pylist()):
+            if generation not in wanted.get(file_id, ()):
+                stale.setdefault(file_id, set()).add(generation)
+        before = chunks.count_rows()
+        orphans = sorted(f for f in stale if f not in wanted)
         for group in _groups(orphans):
-            before = chunks.count_rows()
             chunks.delete(sql_in("file_id", group))
-            removed += before - chunks.count_rows()
-        return removed
+        for file_id, generations in stale.items():
+            if file_id in wanted:
+                chunks.delete(f"file_id = {sql_str(file_id)} AND "
+                              + sql_in("generation", sorted(generations)))
+        return before - chunks.count_rows()
+
+    def count_staged(self, record: FileRecord) -> int:
+        """Rows of ``record``'s staged generation (an interrupted run's finished part)."""
+        table = self.chunks_table
+        if table is None or not record.staging:
+            return 0
+        return table.count_rows(f"file_id = {sql_str(record.file_id)} AND "
+                                f"generation = {sql_str(record.staging)}")
 
     # ------------------------------------------------------------------ keyword index
 
