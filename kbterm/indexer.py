@@ -42,6 +42,7 @@ from kbterm.store import (
     FileRecord,
     IndexMeta,
     Store,
+    disk_full,
 )
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ class Summary:
     recovered: int = 0  # rows a killed run left behind, removed
     seconds: float = 0.0
     interrupted: bool = False
+    repair: str = ""  # what a repair of the index did first (kbterm index --repair)
     warnings: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -181,6 +183,7 @@ class Indexer:
         self.dimension_setting = config.models.embedder.dimension
         self._fts_ready = False
         self.last_summary: Summary | None = None
+        self.repair_report: Any = None  # what the last session's repair did (kbterm.repair)
 
     # ------------------------------------------------------------------ models
 
@@ -206,12 +209,18 @@ class Indexer:
     # ------------------------------------------------------------------ the run
 
     def run(self, paths: Sequence[str | Path] | None = None, *, rebuild: bool = False,
-            retry_failed: bool = False) -> Summary:
-        """Index ``paths`` (default: the configured folders) and return what was done."""
+            retry_failed: bool = False, verify: bool = False, repair: bool = False) -> Summary:
+        """Index ``paths`` (default: the configured folders) and return what was done.
+        ``verify``: hash every file, not only those whose size or time changed.  ``repair``:
+        read every row of the index back first and repair what is damaged
+        (:mod:`kbterm.repair`; a damaged table found by the cheap check of every run is
+        repaired without it)."""
         roots = self.roots(paths)
-        with self.session(rebuild=rebuild) as recovered:
-            summary = self.sync(roots, retry_failed=retry_failed)
+        with self.session(rebuild=rebuild, repair=repair) as recovered:
+            summary = self.sync(roots, retry_failed=retry_failed, verify=verify)
             summary.recovered = recovered
+            if self.repair_report is not None:
+                summary.repair = self.repair_report.line()
         return summary
 
     def roots(self, paths: Sequence[str | Path] | None = None) -> list[str]:
@@ -226,16 +235,21 @@ class Indexer:
         return roots
 
     @contextmanager
-    def session(self, *, rebuild: bool = False) -> Iterator[int]:
+    def session(self, *, rebuild: bool = False, repair: bool = False) -> Iterator[int]:
         """Hold the writer lock for one or more :meth:`sync` calls (``kbterm watch`` holds one
-        for its whole life).  On entry: the model check and the clean-up after a killed run;
-        yields how many rows that clean-up removed."""
+        for its whole life).  On entry: a check that the index can be read (damage found is
+        repaired, see :mod:`kbterm.repair`; ``repair`` reads every row back first), the model
+        check and the clean-up after a killed run; yields how many rows that clean-up removed.
+        A full disk or a damaged table met on the way is one line (:meth:`_one_line`)."""
         self.store.ensure_writable()
-        with WriterLock(self.config.data_path, self.command):
+        with WriterLock(self.config.data_path, self.command), self._one_line():
+            self.repair_report = None
             if rebuild:
                 self._fts_ready = False
                 self.store.drop()
                 self.store.ensure_writable()
+            elif self.store.path.is_dir():
+                self._check_or_repair(repair)
             self.store.check_model(self.model_id, self.dimension_setting)
             marker = self.store.path / "run.json"
             recovered = 0
@@ -251,18 +265,23 @@ class Indexer:
                 marker.unlink(missing_ok=True)
 
     def sync(self, roots: Sequence[str], dirty: Sequence[str] | None = None, *,
-             retry_failed: bool = False, optimize: bool = True) -> Summary:
+             retry_failed: bool = False, optimize: bool = True,
+             verify: bool = False) -> Summary:
         """Bring ``roots`` in step with the disk (inside :meth:`session`).
 
         With ``dirty`` (files or folders under ``roots`` that may have changed, as a watcher
         reports them) only those paths are looked at: the same ignore rules apply, a path gone
         from disk leaves the index, and a file that moved between two dirty paths is re-pointed.
+        An event can mean an edit that kept the size and the time (a tool that restores the
+        mtime), so a dirty file's content is always hashed; with ``verify`` every file's is.
         """
         started = time.monotonic()
         summary = self.last_summary = Summary()  # kept when interrupted: what was saved
         calls_before = self._calls()
         try:
-            self._run(list(roots), dirty, summary, retry_failed, optimize)
+            with self._one_line():
+                self._run(list(roots), dirty, summary, retry_failed, optimize,
+                          hash_all=verify or dirty is not None)
         except KeyboardInterrupt:
             summary.interrupted = True
             raise
@@ -270,6 +289,40 @@ class Indexer:
             summary.model_calls = self._calls() - calls_before
             summary.seconds = time.monotonic() - started
         return summary
+
+    @contextmanager
+    def _one_line(self) -> Iterator[None]:
+        """A full disk, or a LanceDB failure on a damaged table, as the one-line error that
+        says what to do (nothing committed before is lost: every commit is atomic)."""
+        from kbterm.store import is_disk_full
+
+        try:
+            yield
+        except (KbtermError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full(self.config.data_path) from None
+            if type(exc).__name__ in ("RustPanic", "PanicException") or \
+                    str(exc).startswith("lance error"):
+                raise self.store.translate(exc) from None
+            raise
+
+    def _check_or_repair(self, full: bool) -> None:
+        """Repair the index when the cheap check finds it damaged, or always with ``full``
+        (which reads every row back); the report is kept in :attr:`repair_report`."""
+        from kbterm.repair import quick_check, repair
+
+        problem = "" if full else quick_check(self.store)
+        if not (full or problem):
+            return
+        if problem:
+            log.info("%s; repairing it now", problem.split("; run: ")[0])
+        report = repair(self.store, self.model_id, self.dimension_setting)
+        self.repair_report = report
+        if report.changed:
+            self._fts_ready = False
+        log.info("%s", report.line())
 
     def forget(self, folders: Sequence[str], keep: Sequence[str] = ()) -> int:
         """Remove from the index every file under ``folders`` that is not under ``keep`` (the
@@ -299,7 +352,7 @@ class Indexer:
         return True
 
     def _run(self, roots: list[str], dirty: Sequence[str] | None, summary: Summary,
-             retry_failed: bool, optimize: bool) -> None:
+             retry_failed: bool, optimize: bool, hash_all: bool = False) -> None:
         cfg = self.config.indexing
         self.progress("scan", 0, 0, "")
         if dirty is None:
@@ -343,7 +396,9 @@ class Indexer:
         candidates = []
         for f in result.found:
             old = ledger.get(f.path)
-            if old and self._unchanged(f, old, settings[f.file_type], retry_failed):
+            if old and self._unchanged(f, old, settings[f.file_type], retry_failed) \
+                    and not (hash_all and old.status == STATUS_INDEXED) \
+                    and not self._within_time_resolution(f, old):
                 summary.unchanged += 1
             else:
                 candidates.append((f, old))
@@ -366,7 +421,9 @@ class Indexer:
                 continue
             if old and old.status == STATUS_INDEXED and old.content_hash == digest \
                     and old.file_type == f.file_type and old.settings == settings[f.file_type]:
-                touched.append(replace(old, size=f.size, mtime_ns=f.mtime_ns))
+                # Checked now: a later edit within the same mtime tick is caught next time.
+                touched.append(replace(old, size=f.size, mtime_ns=f.mtime_ns,
+                                       indexed_at=time.time()))
                 summary.unchanged += 1
                 continue
             gone = by_hash.get(digest)
@@ -440,6 +497,17 @@ class Indexer:
         if file_type == "pdf":
             text += f";pixels={limits.image_min_pixels}-{limits.image_max_pixels}"
         return text
+
+    @staticmethod
+    def _within_time_resolution(f: Found, old: FileRecord) -> bool:
+        """Whether the file's mtime is so close to when it was last read that an edit made
+        after the read could carry the same mtime (FAT keeps 2 s, many filesystems whole
+        seconds): then its content is hashed, not trusted from size and time."""
+        if old.status != STATUS_INDEXED or not old.indexed_at:
+            return False
+        coarse = f.mtime_ns % 1_000_000_000 == 0
+        resolution_ns = 2_000_000_000 if coarse else 100_000_000
+        return f.mtime_ns >= int(old.indexed_at * 1e9) - resolution_ns
 
     def _unchanged(self, f: Found, old: FileRecord, settings: str, retry_failed: bool) -> bool:
         if old.size != f.size or old.mtime_ns != f.mtime_ns or old.file_type != f.file_type:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kbterm.errors import KbtermError
+from kbterm.paths import make_private_dir
 
 
 class LockHeld(KbtermError):
@@ -38,7 +39,7 @@ class WriterLock:
     def acquire(self) -> None:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -47,6 +47,26 @@ def resolve_data_dir(configured: str = "") -> Path:
     return default_data_dir()
 
 
+def make_private_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the data folder (and its parents) readable by this user only (0700): the index
+    holds the text of every indexed file.  An existing data folder open to others, and owned
+    by this user, is made private too."""
+    import logging
+    import stat
+
+    folder = Path(path)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        st = folder.stat()
+        if st.st_mode & 0o077 and st.st_uid == os.getuid() and stat.S_ISDIR(st.st_mode):
+            os.chmod(folder, 0o700)
+            logging.getLogger(__name__).info(
+                "%s was readable by other users: made it private (0700)", folder)
+    return folder
+
+
 def display_path(path: str | os.PathLike[str]) -> str:
     """``path`` for people: the home folder as ``~``."""
     text = os.fspath(path)

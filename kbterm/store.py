@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from kbterm.errors import KbtermError
+from kbterm.paths import make_private_dir
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -265,6 +266,7 @@ class Store:
     def ensure_writable(self) -> None:
         """Create the data folder; raise a one-line error when it cannot be written."""
         try:
+            make_private_dir(self.data_dir)
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-probe"
             probe.write_bytes(b"")
@@ -393,9 +395,14 @@ class Store:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise IndexUnusable(f"{self.meta_path} is damaged ({exc}); run: kbterm index --rebuild")
+            raise IndexDamaged(f"{self.meta_path} is damaged ({exc}); "
+                               "run: kbterm index --repair") from None
         known = {f.name for f in fields(IndexMeta)}
-        return IndexMeta(**{k: v for k, v in raw.items() if k in known})
+        try:
+            return IndexMeta(**{k: v for k, v in raw.items() if k in known})
+        except TypeError:  # valid JSON, but not what kbterm wrote
+            raise IndexDamaged(f"{self.meta_path} is damaged (fields missing); "
+                               "run: kbterm index --repair") from None
 
     def write_meta(self, meta: IndexMeta) -> None:
         tmp = self.meta_path.with_suffix(".tmp")
@@ -423,10 +430,12 @@ class Store:
 
     def ledger(self) -> dict[str, FileRecord]:
         """Every ledger row, by path."""
-        table = self.files_table
-        if table is None:
-            return {}
-        data = table.to_arrow().to_pylist()
+
+        def read() -> list[dict[str, Any]]:
+            table = self.files_table
+            return [] if table is None else table.to_arrow().to_pylist()
+
+        data = self._read(FILES, read)
         return {row["path"]: FileRecord(**_nonnull(row)) for row in data}
 
     def live_chunks(
@@ -436,8 +445,7 @@ class Store:
         ledger: dict[str, FileRecord] | None = None,
     ) -> list[dict[str, Any]]:
         """Chunk rows a reader may see (see the module docstring), as dicts."""
-        table = self.chunks_table
-        if table is None:
+        if self.chunks_table is None:
             return []
         ledger = self.ledger() if ledger is None else ledger
         hidden = {(r.file_id, r.staging) for r in ledger.values() if r.staging}
@@ -446,38 +454,49 @@ class Store:
         for needed in ("file_id", "generation"):
             if needed not in cols:
                 cols.append(needed)
-        query = table.search().select(cols)
-        if where:
-            query = query.where(where)
-        rows = query.limit(None).to_arrow().to_pylist()
+
+        def read() -> list[dict[str, Any]]:
+            table = self.chunks_table
+            if table is None:
+                return []
+            query = table.search().select(cols)
+            if where:
+                query = query.where(where)
+            return query.limit(None).to_arrow().to_pylist()
+
+        rows = self._read(CHUNKS, read)
         return [
             r for r in rows
             if r["file_id"] in known and (r["file_id"], r["generation"]) not in hidden
         ]
 
-    def chunks_by_id(self, ids: Sequence[str], columns: Sequence[str]) -> Iterator[Any]:
+    def chunks_by_id(self, ids: Sequence[str], columns: Sequence[str]) -> list[Any]:
         """The chunk rows with these ids (any generation; readers apply the live rule), as
         Arrow tables of at most :data:`IN_LIST_MAX` rows."""
-        table = self.chunks_table
-        if table is None:
-            return
-        for group in _groups(list(ids)):
-            yield (table.search().where(sql_in("id", group)).select(list(columns))
-                   .limit(None).to_arrow())
+
+        def read() -> list[Any]:
+            table = self.chunks_table
+            if table is None:
+                return []
+            return [table.search().where(sql_in("id", group)).select(list(columns))
+                    .limit(None).to_arrow() for group in _groups(list(ids))]
+
+        return self._read(CHUNKS, read)
 
     def chunk_vectors(self, file_ids: Sequence[str]) -> dict[str, Any]:
         """chunk_key -> vector of the given files' live rows (for reuse when a file changes)."""
-        table = self.chunks_table
-        if table is None or not file_ids:
+        if self.chunks_table is None or not file_ids:
             return {}
         import numpy as np
 
+        def read() -> list[Any]:
+            table = self.chunks_table
+            return [table.search().where(sql_in("file_id", group))
+                    .select(["chunk_key", "vector"]).limit(None).to_arrow()
+                    for group in _groups(list(file_ids))]
+
         out: dict[str, Any] = {}
-        for group in _groups(list(file_ids)):
-            data = (
-                table.search().where(sql_in("file_id", group))
-                .select(["chunk_key", "vector"]).limit(None).to_arrow()
-            )
+        for data in self._read(CHUNKS, read):
             if not data.num_rows:
                 continue
             column = data.column("vector").combine_chunks()
@@ -632,6 +651,20 @@ class Store:
 
         table.create_index("text", config=FTS(), replace=True)  # (new API: column, config)
         return True
+
+    def keyword_search(self, text: str, limit: int) -> list[dict[str, Any]]:
+        """BM25 matches of ``text`` (``id`` and ``_score``), best first: through the full-text
+        index, read again on fresh tables if it was rebuilt under this process (raises
+        :class:`IndexDamaged` when it cannot be read)."""
+
+        def read() -> list[dict[str, Any]]:
+            table = self.chunks_table
+            if table is None:
+                return []
+            return (table.search(text, query_type="fts").select(["id", "_score"])
+                    .limit(limit).to_list())
+
+        return self._read(CHUNKS, read)
 
     # ------------------------------------------------------------------ hygiene
 

@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import REPO, subprocess_env
 from kbterm.config import Config, config_from_dict
 from kbterm.indexer import Indexer, Summary
@@ -90,3 +92,11 @@ def wait_for(predicate, proc: subprocess.Popen, timeout: float = 240.0) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError("timed out")
+
+
+@pytest.fixture
+def explicit_data_dir(monkeypatch):
+    """For tests whose config names its data folder: KBTERM_DATA_DIR (set for every test by
+    conftest.py) must not override it.  Use: ``pytestmark = pytest.mark.usefixtures(...)``
+    after importing it."""
+    monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)

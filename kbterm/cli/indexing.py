@@ -94,11 +94,17 @@ class IndexProgress:
 @click.option("--rebuild", is_flag=True,
               help="Delete the index and embed everything again (after changing the model).")
 @click.option("--retry-failed", is_flag=True, help="Try files that failed before again.")
+@click.option("--verify", is_flag=True,
+              help="Hash every file's content, not only those whose size or time changed "
+                   "(finds edits that kept both).")
+@click.option("--repair", is_flag=True,
+              help="Read the whole index back first and repair what is damaged (what was "
+                   "lost is embedded again).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: bool,
-          as_json: bool, no_progress: bool) -> None:
+          verify: bool, repair: bool, as_json: bool, no_progress: bool) -> None:
     """Index PATHS (default: the folders in the config): only what changed is embedded.
 
     While `kbterm watch` runs it is the one writer: PATHS are handed over to it and this
@@ -113,9 +119,9 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
         indexer = Indexer(state.config, progress=progress)
         try:
             summary = indexer.run(list(paths) or None, rebuild=rebuild,
-                                  retry_failed=retry_failed)
+                                  retry_failed=retry_failed, verify=verify, repair=repair)
         except LockHeld:
-            if rebuild or not _watcher_running(state.config):
+            if rebuild or repair or not _watcher_running(state.config):
                 raise
             data = _hand_over(state.config, indexer.roots(list(paths) or None), retry_failed,
                               progress if show else None)
@@ -136,6 +142,8 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
 
         echo_json(asdict(summary))
         return
+    if summary.repair:
+        echo(summary.repair, err=True)
     for path, reason in summary.failures[:20]:
         echo(f"failed: {one_line(path)}: {reason}", err=True)
     if len(summary.failures) > 20:

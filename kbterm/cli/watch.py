@@ -116,6 +116,7 @@ def _detach(state: State, folders: tuple[str, ...], log_file: str | None) -> Non
     import time
 
     from kbterm.child import start_kbterm
+    from kbterm.paths import make_private_dir
     from kbterm.lock import WriterLock
     from kbterm.watchstate import read_state
 
@@ -125,7 +126,7 @@ def _detach(state: State, folders: tuple[str, ...], log_file: str | None) -> Non
     if running is not None and running.running:
         raise KbtermError(f"kbterm watch is already running for {data_dir} (pid {running.pid}); "
                           "stop it with: kbterm watch --stop")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     log_path = os.path.abspath(os.path.expanduser(log_file)) if log_file \
         else str(config.watch_log_path)
     os.makedirs(os.path.dirname(log_path), exist_ok=True)

@@ -6,10 +6,15 @@ from __future__ import annotations
 import signal
 
 import pymupdf
+import pytest
 
 from conftest import write_config_file
-from indexing_helpers import check_consistent, kbterm, make_config, run_index, wait_for
+from indexing_helpers import (
+    explicit_data_dir, check_consistent, kbterm, make_config, run_index, wait_for,
+)
 from kbterm.store import Store
+
+pytestmark = pytest.mark.usefixtures(explicit_data_dir.__name__)
 
 
 def test_small_files_are_committed_while_a_long_pdf_is_still_being_read(tmp_path,
@@ -55,7 +60,8 @@ def test_a_killed_staged_file_resumes_from_its_committed_rows(tmp_path, index_mo
                                                               index_embedder):
     folder = tmp_path / "big"
     folder.mkdir()
-    lines = [f"Line {i}: the harbour log notes ship number {i * 7919 % 100003}." for i in range(3000)]
+    lines = [f"Line {i}: the harbour log notes ship number {i * 7919 % 100003}."
+             for i in range(3000)]
     (folder / "log.txt").write_text("\n".join(lines) + "\n")
     data = tmp_path / "data"
     chunking = "[indexing.chunking.text]\nsize = 32\noverlap = 0\n"

@@ -7,16 +7,12 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from indexing_helpers import make_config, run_index
+from indexing_helpers import explicit_data_dir, make_config, run_index
 from kbterm.retrieval import Searcher
 
+pytestmark = pytest.mark.usefixtures(explicit_data_dir.__name__)
+
 W, H = 16_320, 12_240  # 200 megapixels, as some phones take
-
-
-@pytest.fixture(autouse=True)
-def _explicit_data_dir(monkeypatch):
-    """The index names its data folder in the config: KBTERM_DATA_DIR must not override it."""
-    monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,11 @@ import threading
 import pytest
 
 import kbterm.indexer as indexer_module
-from indexing_helpers import check_consistent, chunks, ledger, make_config, run_index
+from indexing_helpers import (
+    explicit_data_dir, check_consistent, chunks, ledger, make_config, run_index,
+)
+
+pytestmark = pytest.mark.usefixtures(explicit_data_dir.__name__)
 
 SECRET = "the vault code is 7-4-1-9"
 
