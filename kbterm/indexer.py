@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,6 +65,9 @@ STAGE_ROWS = 4096
 HASH_BLOCK = 1 << 20
 # Vectors of a changed file's old chunks are loaded for reuse up to this many rows (memory).
 REUSE_MAX_ROWS = 16384
+# Vectors kept by chunk key for content that comes again in the same run (16 MB at 2,048
+# dimensions); older ones are found in the table.
+RECENT_VECTORS = 2048
 
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, current path)
 
@@ -183,6 +187,8 @@ class Indexer:
         self.dimension_setting = config.models.embedder.dimension
         self._fts_ready = False
         self.last_summary: Summary | None = None
+        # Vectors this indexer embedded lately, by chunk key (content seen again reuses them).
+        self._recent: OrderedDict[str, Any] = OrderedDict()
         self.repair_report: Any = None  # what the last session's repair did (kbterm.repair)
 
     # ------------------------------------------------------------------ models
@@ -601,10 +607,12 @@ class Indexer:
                             item.rows.append(row)
                             if not item.staged and len(item.rows) > STAGE_ROWS:
                                 self._stage(item)
-                            # Full, or waiting long (files finished before a long one must
-                            # not wait for it): embed, then commit what is finished.
+                            # Full, or holding rows of a file read before this one for
+                            # long (a finished file must not wait for a long one): embed,
+                            # then commit what is finished.
                             if self._queue_full(queue) or (
-                                    queue and time.monotonic() - queued_at >= COMMIT_SECONDS):
+                                    queue and queue[0][0] is not item
+                                    and time.monotonic() - queued_at >= COMMIT_SECONDS):
                                 embed_queue()
                                 commit()
                 except ParseError as exc:
@@ -719,8 +727,55 @@ class Indexer:
         return str(path)
 
     def _embed(self, queue: list[tuple[_InFlight, dict[str, Any], Any]], summary: Summary) -> None:
-        """Embed the queued inputs; an input that fails fails its file, not the batch."""
+        """Embed the queued inputs; an input that fails fails its file, not the batch.
+
+        Content seen before is not embedded again: an input whose chunk key (its text's or
+        its pixels' fingerprint) some row of the index holds, or that this run embedded
+        lately, takes that vector, and identical inputs within the queue are embedded once
+        (2,000 identical PDF pages cost one page)."""
         live = [q for q in queue if not q[0].error]
+        if not live:
+            return
+        keys = {row["chunk_key"] for _i, row, _m in live if row.get("chunk_key")}
+        known = {k: self._recent[k] for k in keys if k in self._recent}
+        if len(known) < len(keys):
+            known.update(self.store.vectors_for_keys(sorted(keys - known.keys())))
+        firsts: dict[str, tuple[_InFlight, dict[str, Any], Any]] = {}
+        copies: list[tuple[_InFlight, dict[str, Any], Any]] = []
+        fresh = []
+        for entry in live:
+            key = entry[1].get("chunk_key")
+            if key and key in known:
+                entry[1]["vector"] = known[key]
+                entry[0].waiting -= 1
+                summary.reused += 1
+            elif key and key in firsts:
+                copies.append(entry)
+            else:
+                if key:
+                    firsts[key] = entry
+                fresh.append(entry)
+        self._embed_fresh(fresh, summary)
+        for item, row, _m in copies:
+            first = firsts[row["chunk_key"]]
+            if item.error or first[1].get("vector") is None:
+                item.error = item.error or first[0].error or "cannot embed"
+                continue
+            row["vector"] = first[1]["vector"]
+            item.waiting -= 1
+            summary.reused += 1
+        for key, (_i, row, _m) in firsts.items():
+            if row.get("vector") is not None:
+                self._recent[key] = row["vector"]
+                self._recent.move_to_end(key)
+        while len(self._recent) > RECENT_VECTORS:
+            self._recent.popitem(last=False)
+        for item, _r, _m in live:
+            if item.error:
+                item.waiting = 0
+
+    def _embed_fresh(self, live: list[tuple[_InFlight, dict[str, Any], Any]],
+                     summary: Summary) -> None:
         if not live:
             return
         try:
@@ -745,9 +800,6 @@ class Indexer:
             row["vector"] = vec
             item.waiting -= 1
             summary.embedded += 1
-        for item, _r, _m in live:
-            if item.error:
-                item.waiting = 0
 
     # ------------------------------------------------------------------ writing
 
