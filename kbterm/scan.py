@@ -8,6 +8,10 @@
 * Symlinks are never followed (so a loop cannot trap the walk, and a link cannot lead the index
   outside the folders the user chose); each one is recorded with what it points at.
 * Files kbterm has no parser for are not recorded at all.
+* A file or folder whose name is not valid UTF-8 cannot be a ledger path (LanceDB and Arrow
+  keep valid UTF-8 only): it is recorded as failed under its name with the undecodable bytes
+  written ``\\xNN`` (:func:`escape_path`), with the reason, so ``kbterm status`` lists it;
+  renamed, it is indexed under its new name and the escaped row leaves with the old name.
 """
 
 from __future__ import annotations
@@ -133,11 +137,45 @@ def storable(path: str) -> bool:
     return True
 
 
+def escape_path(path: str) -> str:
+    """``path`` as valid UTF-8: the bytes of its name that are not UTF-8 (which ``os`` gives as
+    lone surrogates) written ``\\xNN``, as Python shows them.  A storable path is unchanged."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a surrogate that does not stand for a byte
+        return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+UNSTORABLE_FILE = ("file name is not valid UTF-8 (shown with its undecodable bytes as \\xNN); "
+                   "rename it to index it")
+UNSTORABLE_FOLDER = ("folder name is not valid UTF-8 (shown with its undecodable bytes as "
+                     "\\xNN); nothing in it is indexed until it is renamed")
+
+
+def _unstorable(path: str, is_dir: bool, result: ScanResult) -> None:
+    """Record an entry whose name is not valid UTF-8 as failed, under :func:`escape_path`."""
+    shown = escape_path(path)
+    if os.path.lexists(shown):  # a real entry already has that name: it keeps the ledger row
+        result.warnings.append(f"{shown}: {UNSTORABLE_FOLDER if is_dir else UNSTORABLE_FILE} "
+                               "(not recorded: another entry has the escaped name)")
+        return
+    if is_dir:
+        result.noted.append(Noted(shown, "folder", "failed", UNSTORABLE_FOLDER))
+        return
+    kind = file_type(path)
+    if kind is not None:  # a file kbterm would not read anyway stays unrecorded
+        result.noted.append(Noted(shown, kind, "failed", UNSTORABLE_FILE))
+
+
 def scan(roots: Sequence[str], patterns: Sequence[str], data_dir: str) -> ScanResult:
     """Walk ``roots`` (absolute, resolved paths of folders or files)."""
     result = ScanResult()
     data_dir = os.path.realpath(data_dir)
     for root in roots:
+        if not storable(root):
+            result.warnings.append(f"{escape_path(root)}: the folder's name is not valid "
+                                   "UTF-8, so it cannot be indexed; rename it")
+            continue
         try:
             st = os.stat(root)
         except OSError as exc:
@@ -197,6 +235,8 @@ def scan_paths(roots: Sequence[str], paths: Sequence[str], patterns: Sequence[st
                 _walk(path, rules, roots, data_dir, result)
         else:
             _entry(path, st, result)
+    # Several dirty paths under one folder whose name is not UTF-8 note that folder once.
+    result.noted = list({n.path: n for n in result.noted}.values())
     return result
 
 
@@ -217,7 +257,15 @@ def _rules_above(root: str, path: str, patterns: Sequence[str], data_dir: str,
         rules = _with_kbignore(folder, rules, result)
         child = os.path.join(folder, name)
         last = i == len(parts) - 1
-        if name.startswith(".") or not storable(child):
+        if name.startswith("."):
+            return None
+        if not storable(child):
+            try:
+                is_dir = stat.S_ISDIR(os.lstat(child).st_mode)
+            except OSError:  # gone: its escaped row is dealt with as its own dirty path
+                return None
+            if not ignored(rules, child, is_dir):
+                _unstorable(child, is_dir, result)
             return None
         if within(child, [data_dir]):
             return None
@@ -261,7 +309,12 @@ def _walk(root: str, base_rules: list[Rule], roots: Sequence[str], data_dir: str
             if name.startswith("."):
                 continue
             if not storable(path):
-                result.warnings.append(f"{path!r}: file name is not valid UTF-8, not indexed")
+                try:
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False
+                if not ignored(rules, path, is_dir):
+                    _unstorable(path, is_dir, result)
                 continue
             try:
                 is_link = entry.is_symlink()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from kbterm.errors import KbtermError
 from kbterm.indexer import Indexer, Summary
 from kbterm.ingest import file_type
-from kbterm.scan import KBIGNORE, within, within_set
+from kbterm.scan import KBIGNORE, escape_path, storable, within, within_set
 from kbterm.watchstate import (
     HEARTBEAT_SECONDS,
     PID_FILE,
@@ -307,6 +307,10 @@ class Watcher:
         if not is_dir and file_type(path) is None:
             return  # a file kbterm has no parser for (a temp file, 4913, ...)
         self.pending.add(path)
+        if not storable(path):
+            # A name that is not UTF-8 is in the ledger under its escaped form (kbterm.scan):
+            # that row must follow the event too (gone when the file is renamed or deleted).
+            self.pending.add(escape_path(path))
 
     # ------------------------------------------------------------------ the loop
 

@@ -16,15 +16,19 @@ Lines of extracted text do not map to source lines, so sections carry ``line_sta
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from kbterm.ingest.base import ParseContext, Section
-from kbterm.ingest.text import SAMPLE_BYTES, decode_stream, detect_encoding, sniff_bom, split_blocks
+from kbterm.ingest.text import SAMPLE_BYTES, decode_stream, detect_decoding, sniff_bom, split_blocks
 
 if TYPE_CHECKING:
     from lxml.html import HtmlElement
+
+log = logging.getLogger(__name__)
 
 META_PROBE_BYTES = 4 << 10  # where a <meta charset> is looked for
 BOILERPLATE_KEEP_SHARE = 0.30  # class/id boilerplate goes only if this much text remains
@@ -82,8 +86,8 @@ def read_html(path: Path) -> str:
     if not data:
         return ""
     declared = None if sniff_bom(data) else declared_charset(data)
-    encoding, skip = detect_encoding(data[:SAMPLE_BYTES], declared)
-    return "".join(decode_stream((data,), encoding, skip))
+    encoding, skip, fallback = detect_decoding(data[:SAMPLE_BYTES], declared)
+    return "".join(decode_stream((data,), encoding, skip, fallback))
 
 
 def _collapse(text: str) -> str:
@@ -103,21 +107,31 @@ def _is_hidden(el: "HtmlElement") -> bool:
     )
 
 
+# The walks below keep every element they visit referenced until they end (``seen``): lxml
+# frees an element's Python proxy by walking up to the nearest ancestor that has one, so a walk
+# that lets go of ancestors costs the depth at every step, minutes on a page nested 20,000 deep.
+# The list is freed from its end, descendants first, each next to a live parent.
+
+
 def _drop_furniture(root: "HtmlElement") -> None:
     """Remove comments and everything that never holds readable text (keeping tails)."""
     doomed = []
-    for el in root.iter():
+    seen = []
+    stack: list[tuple["HtmlElement", bool]] = [(root, False)]  # (element, inside an article)
+    while stack:
+        el, in_article = stack.pop()
+        seen.append(el)
         if not isinstance(el.tag, str):  # comment or processing instruction
             doomed.append(el)
             continue
         tag = el.tag.lower()
         # A page-level <header> is the site banner; one inside an article is the article's own.
-        page_header = tag == "header" and not any(
-            isinstance(a.tag, str) and a.tag.lower() in ("article", "main", "section")
-            for a in el.iterancestors()
-        )
+        page_header = tag == "header" and not in_article
         if tag in _DROP_TAGS or page_header or _is_hidden(el):
-            doomed.append(el)
+            doomed.append(el)  # and nothing inside it needs a look
+            continue
+        inside = in_article or tag in ("article", "main", "section")
+        stack.extend((child, inside) for child in reversed(el))
     for el in doomed:
         if el.getparent() is not None:
             el.drop_tree()
@@ -152,10 +166,12 @@ def _drop_boilerplate(root: "HtmlElement") -> None:
         return
     doomed: list["HtmlElement"] = []
     removed = 0
+    seen = []  # see _drop_furniture
     # Outermost matches only (nothing inside a doomed block is looked at), so no text counts twice.
     stack = list(reversed(root))
     while stack:
         el = stack.pop()
+        seen.append(el)
         if not isinstance(el.tag, str):
             continue
         names = f"{el.get('class') or ''} {el.get('id') or ''}"
@@ -272,17 +288,115 @@ def _title(doc: "HtmlElement") -> str:
     return ""
 
 
-def html_to_text(markup: str) -> tuple[str, str]:
-    """``(title, readable text)`` of an HTML document given as text."""
+# libxml2 stops building the tree at a nesting depth of 256 (2,048 with huge_tree) and drops
+# everything after that point; such pages are parsed again by a builder without a depth limit.
+_VOID_TAGS = frozenset({
+    "area", "base", "basefont", "br", "col", "embed", "frame", "hr", "img", "input", "isindex",
+    "keygen", "link", "meta", "param", "source", "track", "wbr",
+})
+_SELF_CLOSING = frozenset({"p", "li", "dt", "dd", "tr", "td", "th", "option"})  # <li>a<li>b
+_HEAD_TAGS = frozenset({"title", "meta", "link", "style", "script", "base", "noscript",
+                        "template"})  # anything else (a <body> that forgot </head>) ends <head>
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*\Z")
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _deep_document(markup: str) -> "HtmlElement":
+    """The tree of ``markup`` built by Python's own HTML tokenizer (no depth limit, no
+    recursion), with the few HTML rules that matter for text: void elements, ``<p>``/``<li>``
+    /cells closed by the next one, ``<head>`` closed by the first tag that is not a head tag,
+    end tags closing what they match (``</body>`` and ``</html>`` excepted: the root stays
+    open, so the tree has one)."""
+    from html.parser import HTMLParser
+
+    import lxml.html
+    from lxml import etree
+
+    builder = etree.TreeBuilder(parser=lxml.html.HTMLParser())
+    stack: list[str] = []  # the open elements
+    open_tags: Counter[str] = Counter()  # how many of each are open (no scan of the stack)
+
+    def push(tag: str, attrs: dict[str, str]) -> None:
+        builder.start(tag, attrs)
+        stack.append(tag)
+        open_tags[tag] += 1
+
+    def pop() -> str:
+        tag = stack.pop()
+        open_tags[tag] -= 1
+        builder.end(tag)
+        return tag
+
+    def start(tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if not stack and tag != "html":
+            push("html", {})
+        if open_tags["head"] and tag not in _HEAD_TAGS and tag != "head":
+            while pop() != "head":
+                pass
+        if stack and stack[-1] == tag and tag in _SELF_CLOSING:
+            pop()
+        clean = {name: _NOT_XML.sub("", value or "") for name, value in attrs
+                 if _TAG_NAME.match(name)}
+        if tag in _VOID_TAGS:
+            builder.start(tag, clean)
+            builder.end(tag)
+        else:
+            push(tag, clean)
+
+    class Tokens(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            start(tag if _TAG_NAME.match(tag) else "span", attrs)
+
+        def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            self.handle_starttag(tag, attrs)
+            if tag not in _VOID_TAGS and _TAG_NAME.match(tag):
+                self.handle_endtag(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            # </body> and </html> close nothing: what follows them is still the page's text.
+            if open_tags[tag] > 0 and tag not in ("html", "body"):
+                while pop() != tag:
+                    pass
+
+        def handle_data(self, data: str) -> None:
+            if not stack:
+                start("html", [])
+            builder.data(_NOT_XML.sub("", data))
+
+    tokens = Tokens(convert_charrefs=True)
+    tokens.feed(markup)
+    tokens.close()
+    if not stack:  # no tag and no text at all
+        start("html", [])
+    while stack:
+        pop()
+    return builder.close()
+
+
+def _document(markup: str) -> "HtmlElement | None":
+    """The parsed page (None when it is empty)."""
     import lxml.html
     from lxml import etree
 
     # lxml refuses a str that carries an XML encoding declaration; bytes with an explicit
-    # encoding sidestep that and any stale <meta charset> inside.
-    parser = lxml.html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True)
+    # encoding sidestep that and any stale <meta charset> inside.  huge_tree: text nodes over
+    # 10 MB and nesting past 256 levels are kept (up to libxml2's hard limit of 2,048).
+    parser = lxml.html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True,
+                                  huge_tree=True)
     try:
         doc = lxml.html.document_fromstring(markup.encode("utf-8", "replace"), parser=parser)
     except (etree.ParserError, ValueError):  # "Document is empty"
+        doc = None
+    if any("Excessive depth" in entry.message for entry in parser.error_log):
+        log.debug("HTML nested deeper than libxml2 builds trees; parsing it again")
+        return _deep_document(markup)
+    return doc
+
+
+def html_to_text(markup: str) -> tuple[str, str]:
+    """``(title, readable text)`` of an HTML document given as text."""
+    doc = _document(markup)
+    if doc is None:
         return "", ""
     title = _title(doc)
     _drop_furniture(doc)

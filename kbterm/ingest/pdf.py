@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from kbterm.ingest.base import ParseContext, ParseError, Section, describe
 from kbterm.ingest.image import PATCH_FACTOR, pixel_fingerprint, smart_resize
@@ -31,6 +32,15 @@ log = logging.getLogger(__name__)
 # A small page (a label, a slide thumbnail) is not blown up past 3x (216 dpi): more pixels would
 # add visual tokens without adding detail.
 MAX_ZOOM = 3.0
+# Bounds from what the file really holds.  The pages read are the pages MuPDF can load: it
+# refuses a page tree whose /Count exceeds the file's objects (the tree is then counted again
+# from its leaves), and a /Count larger than the leaves fails page by page, so after this many
+# pages in a row that cannot be loaded the rest of what the tree claims is not tried.  A page
+# that draws nothing (no content, no annotation, or a render that stays white) gives no image:
+# thousands of blank pages cost a look each, not an embedding each.
+MAX_UNLOADABLE_RUN = 100
+# Problems with single pages are reported once per kind, with their pages, in this many lines.
+MAX_PAGE_WARNINGS = 10
 
 __all__ = ["MAX_ZOOM", "page_size", "page_zoom", "parse_pdf", "render_page"]
 
@@ -124,7 +134,71 @@ def render_page(page: Any, max_pixels: int,
     return _pixmap_image(_draw(page, max_pixels, min_pixels))[0].convert("RGB")
 
 
-def _open(path: Path) -> Any:
+def _xref(value: str) -> int | None:
+    match = re.fullmatch(r"\s*(\d+)\s+\d+\s+R\s*", value)
+    return int(match.group(1)) if match else None
+
+
+def _recount_pages(doc: Any) -> int:
+    """Count the leaves of the page tree and write each node's true /Count (in memory only);
+    returns the number of pages, 0 when there is no tree to count.
+
+    Iterative and cycle-safe: every object is visited once, so the work is bounded by the
+    file's objects, whatever the tree claims."""
+    kind, value = doc.xref_get_key(doc.pdf_catalog(), "Pages")
+    top = _xref(value) if kind == "xref" else None
+    if top is None:
+        return 0
+    seen: set[int] = set()
+    counts: dict[int, int] = {}
+    stack: list[tuple[int, list[int] | None]] = [(top, None)]
+    while stack:
+        xref, kids = stack.pop()
+        if kids is None:  # first visit
+            # Seen before: a kid listed twice counts twice (as MuPDF walks it); a node on a
+            # cycle counts nothing for its own descendant.
+            if xref in seen or not 0 < xref < doc.xref_length():
+                continue
+            seen.add(xref)
+            kids_kind, kids_value = doc.xref_get_key(xref, "Kids")
+            if kids_kind != "array":
+                is_page = doc.xref_get_key(xref, "Type")[1] == "/Page"
+                counts[xref] = 1 if is_page else 0
+                continue
+            children = [int(m.group(1)) for m in re.finditer(r"(\d+)\s+\d+\s+R", kids_value)]
+            stack.append((xref, children))
+            stack.extend((child, None) for child in reversed(children))
+        else:  # the children are counted
+            total = sum(counts.get(child, 0) for child in kids)
+            counts[xref] = total
+            doc.xref_set_key(xref, "Count", str(total))
+    return counts.get(top, 0)
+
+
+def _page_count(doc: Any, warn: Callable[[str], None] | None) -> int:
+    """The number of pages; a page tree that claims more pages than the file has objects
+    (MuPDF: "Invalid number of pages") is counted again from its leaves."""
+    try:
+        return doc.page_count
+    except Exception as exc:  # noqa: BLE001 - MuPDF's RuntimeError
+        reason = describe(exc)
+    try:
+        top = _xref(doc.xref_get_key(doc.pdf_catalog(), "Pages")[1])
+        claimed = doc.xref_get_key(top, "Count")[1] if top else "?"
+        pages = _recount_pages(doc)
+        if pages:
+            pages = doc.page_count
+    except Exception:  # noqa: BLE001 - a tree too broken to count
+        pages = 0
+    if not pages:
+        raise ParseError(f"PDF's page tree is damaged ({reason}) and holds no page")
+    if warn is not None:
+        warn(f"the page tree claims {claimed} pages, more than the file holds; "
+             f"counted again from its leaves, it has {pages}")
+    return pages
+
+
+def _open(path: Path, warn: Callable[[str], None] | None = None) -> Any:
     import pymupdf
 
     try:
@@ -140,7 +214,7 @@ def _open(path: Path) -> Any:
     try:
         if doc.needs_pass or doc.is_encrypted:
             raise ParseError("PDF is password-protected")
-        if doc.page_count < 1:
+        if _page_count(doc, warn) < 1:
             if doc.is_repaired:
                 raise ParseError("PDF is damaged: no page could be recovered")
             raise ParseError("PDF has no pages")
@@ -150,44 +224,110 @@ def _open(path: Path) -> Any:
     return doc
 
 
+def _draws_nothing(page: Any) -> bool:
+    """Whether the page has no annotation and no content stream with anything in it."""
+    try:
+        if page.first_annot is not None or page.first_widget is not None:
+            return False
+        return not page.read_contents().strip()
+    except Exception:  # noqa: BLE001 - let rendering decide
+        return False
+
+
+def _all_white(pix: Any) -> bool:
+    """Whether a pixmap from :func:`_draw` is still the white it was cleared to."""
+    import numpy as np
+    from pymupdf import mupdf
+
+    return bool(np.frombuffer(mupdf.fz_pixmap_samples_memoryview(pix), np.uint8).min() == 255)
+
+
+def _page_list(pages: list[int]) -> str:
+    """"page 3", "pages 2-101", "pages 4, 9-12" (at most a few ranges, then how many more)."""
+    ranges: list[list[int]] = []
+    for n in pages:
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:8]]
+    more = sum(b - a + 1 for a, b in ranges[8:])
+    text = ", ".join(shown) + (f" and {more} more" if more else "")
+    return f"page {text}" if len(pages) == 1 else f"pages {text}"
+
+
+class _PageProblems:
+    """Problems with single pages, reported once per kind with the pages they hit."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, list[int]] = {}
+
+    def add(self, page: int, problem: str) -> None:
+        self.pages.setdefault(problem, []).append(page)
+
+    def report(self, ctx: ParseContext) -> None:
+        items = list(self.pages.items())
+        for problem, pages in items[:MAX_PAGE_WARNINGS]:
+            ctx.warn(f"{_page_list(pages)}: {problem}")
+        rest = sum(len(pages) for _problem, pages in items[MAX_PAGE_WARNINGS:])
+        if rest:
+            ctx.warn(f"{rest} more pages with other problems")
+
+
 def parse_pdf(path: Path, ctx: ParseContext) -> Iterator[Section]:
-    """Per page, in order: a text section (when the page has text), then an image section."""
+    """Per page, in order: a text section (when the page has text), then an image section
+    (unless the page draws nothing)."""
     import pymupdf
 
-    doc = _open(path)
+    doc = _open(path, ctx.warn)
     max_pixels = ctx.limits.image_max_pixels
     read = 0
+    problems = _PageProblems()
     try:
         if doc.is_repaired:
             ctx.warn("the PDF is damaged; MuPDF repaired it and some content may be missing")
-        ctx.unit, ctx.total = "page", doc.page_count
-        for index in range(doc.page_count):
+        count = doc.page_count
+        ctx.unit, ctx.total = "page", count
+        unloadable = 0  # pages in a row that could not be loaded
+        for index in range(count):
             n = ctx.done = index + 1
             try:
                 page = doc.load_page(index)
             except Exception as exc:  # noqa: BLE001
-                ctx.warn(f"page {n}: {describe(exc)}")
+                problems.add(n, describe(exc))
+                unloadable += 1
+                if unloadable >= MAX_UNLOADABLE_RUN and n < count:
+                    ctx.warn(f"the page tree claims {count} pages but pages {n - unloadable + 1}"
+                             f"-{n} cannot be loaded; the other {count - n} were not tried")
+                    break
+                continue
+            unloadable = 0
+            if _draws_nothing(page):  # a blank page: no text, nothing to look at
+                read += 1
                 continue
             page_read = False
             try:
                 text = page.get_text("text", sort=False)
                 page_read = True
             except Exception as exc:  # noqa: BLE001
-                ctx.warn(f"page {n}: cannot extract text: {describe(exc)}")
+                problems.add(n, f"cannot extract text: {describe(exc)}")
                 text = ""
             if text and not text.isspace():
                 yield Section(kind="text", text=text, page=n)
             try:
-                image, fingerprint = _pixmap_image(
-                    _draw(page, max_pixels, ctx.limits.image_min_pixels))
+                pix = _draw(page, max_pixels, ctx.limits.image_min_pixels)
             except Exception as exc:  # noqa: BLE001
-                ctx.warn(f"page {n}: cannot render: {describe(exc)}")
+                problems.add(n, f"cannot render: {describe(exc)}")
             else:
                 page_read = True
-                yield Section(kind="image", image=image, page=n, fingerprint=fingerprint)
+                if not _all_white(pix):
+                    image, fingerprint = _pixmap_image(pix)
+                    yield Section(kind="image", image=image, page=n, fingerprint=fingerprint)
+                del pix
             read += page_read
+        problems.report(ctx)
         if read == 0:
-            raise ParseError(f"no page of the PDF could be read ({doc.page_count} pages)")
+            raise ParseError(f"no page of the PDF could be read ({count} pages)")
     finally:
         doc.close()
         # MuPDF's messages are kept in a process-wide list; do not let it grow without end.

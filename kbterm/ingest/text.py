@@ -6,10 +6,16 @@ in order:
 1. A byte-order mark decides (UTF-32 is checked before UTF-16: ``FF FE 00 00`` starts with
    ``FF FE``).
 2. Without one, a NUL byte near the start means a binary file (:class:`ParseError`).
-3. If the first 64 KiB are valid UTF-8 the file is read as UTF-8; bytes that are not (further
-   on) become U+FFFD rather than an error.
+3. If the first 64 KiB are valid UTF-8 the file is read as UTF-8, and so is a sample whose
+   UTF-8 lines beside lines in a legacy code page make a real mix (see below).
 4. Otherwise ``charset_normalizer`` guesses from the same sample (a guess that cannot be made on
    a sample full of control characters means binary), falling back to cp1252.
+
+UTF-8 without a BOM (detected, or declared by an HTML page) is decoded line by line, since files
+get appended to by programs that disagree (a log, notes pasted from an old editor): a line that
+is not valid UTF-8 is read in the code page of such lines in the sample (cp1252 when the sample
+has none), unless it is UTF-8 with a few bad bytes (:class:`_LineDecoder` says when), which
+become U+FFFD.  A file with a BOM means what it says.
 
 Text always comes out with Unix newlines and without a BOM character, so a section's line number
 is its count of ``"\\n"`` plus one.  Files are read in binary chunks through an incremental
@@ -21,7 +27,7 @@ from __future__ import annotations
 import codecs
 import re
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 from kbterm.ingest.base import ParseContext, ParseError, Section
 
@@ -30,6 +36,15 @@ SAMPLE_BYTES = 64 << 10  # what encoding detection looks at
 BINARY_PROBE_BYTES = 8 << 10  # a NUL here (and no BOM) means the file is not text
 CONTROL_RATIO_BINARY = 0.10  # share of control characters above which a sample is not text
 MARKDOWN_MAX_BYTES = 16 << 20  # larger Markdown files are read as plain text (streamed)
+# Mixed files are decoded line by line; a longer line is decided a piece of this size at a time.
+MIXED_PIECE_BYTES = 64 << 10
+# A sample that is not valid UTF-8 is still read as UTF-8 (with its other lines in a legacy code
+# page) when its valid UTF-8 lines are real evidence.  Short lines in CJK or Cyrillic code pages
+# are valid UTF-8 by chance (measured on random runs of characters: 1 in 8 one-character GBK
+# lines, 1 in 300 five-character EUC-JP lines, none of 10 characters), so outside Western code
+# pages (where chance matches do not occur) that takes a UTF-8 line of this many multi-byte
+# characters.
+MIXED_STRONG_LINE_CHARS = 8
 
 # UTF-32 first: its little-endian BOM begins with the UTF-16 one.
 _BOMS: tuple[tuple[bytes, str], ...] = (
@@ -127,8 +142,166 @@ def _codec_name(encoding: str) -> str | None:
     return info.name if getattr(info, "_is_text_encoding", True) else None
 
 
-def detect_encoding(sample: bytes, declared: str | None = None) -> tuple[str, int]:
-    """The codec to read a file with and how many BOM bytes to skip, from its first bytes.
+class Decoding(NamedTuple):
+    """How to read a file: its codec, the BOM bytes to skip and, for UTF-8 read line by line,
+    the codec of its lines that are not UTF-8 (None: no line-by-line reading)."""
+
+    encoding: str
+    skip: int = 0
+    fallback: str | None = None
+
+
+# A character that UTF-8 encodes in several bytes, as ``bytes.decode("utf-8",
+# "surrogateescape")`` leaves it (undecodable bytes become U+DC80..U+DCFF, never valid UTF-8).
+_MULTIBYTE = re.compile("[\u0080-\ud7ff\ue000-\U0010ffff]")
+_ESCAPED = re.compile("[\udc80-\udcff]")
+# Code pages in which lines of text are not valid UTF-8 by chance (letters sit at C0..FF and
+# are followed by ASCII or by more letters, never by the 80..BF continuation bytes).
+_WESTERN_CODECS = frozenset({"cp1252", "iso8859-1", "iso8859-15"})
+# Bytes after which a long line can be cut without splitting a character in any ASCII-based
+# code page (they are never a second byte in GBK, Shift-JIS, Big5 or EUC).
+_CUT_BYTES = (b" ", b"\t", b",", b".", b";", b":", b"<", b">", b"\"", b"'", b"=", b"/")
+
+
+def _is_utf8(sample: bytes) -> bool:
+    try:
+        # final=False: the sample may end in the middle of a multi-byte character.
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    try:
+        return b"\n\r\t azAZ09.<>".decode(encoding) == "\n\r\t azAZ09.<>"
+    except (LookupError, UnicodeDecodeError):
+        return False
+
+
+def _utf8_evidence(line: bytes) -> tuple[int, int]:
+    """(well-formed multi-byte UTF-8 characters, bytes that are not UTF-8) in ``line``."""
+    text = line.decode("utf-8", "surrogateescape")
+    return len(_MULTIBYTE.findall(text)), len(_ESCAPED.findall(text))
+
+
+def _line_kinds(sample: bytes) -> tuple[list[bytes], int, int]:
+    """Sort the lines of ``sample``: the legacy ones (not valid UTF-8, and more bytes that are
+    not UTF-8 than well-formed multi-byte characters), and of the UTF-8 ones that are not ASCII
+    (valid, or with fewer bad bytes than multi-byte characters) how many there are and the most
+    multi-byte characters one holds."""
+    lines = sample.splitlines()
+    if len(sample) >= SAMPLE_BYTES and lines:
+        lines.pop()  # cut short by the end of the sample
+    legacy: list[bytes] = []
+    utf8_lines = strongest = 0
+    for line in lines:
+        if line.isascii():
+            continue
+        good, bad = _utf8_evidence(line)
+        if good < bad:
+            legacy.append(line)
+        elif good:
+            utf8_lines += 1
+            strongest = max(strongest, good)
+    return legacy, utf8_lines, strongest
+
+
+def _legacy_codec(lines: list[bytes]) -> str | None:
+    """The code page of ``lines`` (legacy lines of a UTF-8 file), if it is one ASCII-based
+    code page that can stand beside UTF-8 line by line."""
+    if not lines:
+        return FALLBACK_ENCODING
+    joined = b"\n".join(lines)
+    # A few short lines are too little for charset_normalizer ("très" alone comes out as
+    # UTF-16); cp1252 is the likeliest code page beside UTF-8 when it reads as Western text.
+    try:
+        if _looks_western(joined.decode("cp1252")):
+            return "cp1252"
+    except UnicodeDecodeError:  # one of the five bytes cp1252 leaves undefined
+        pass
+    guessed = _guess_legacy_encoding(joined)
+    codec = (_codec_name(guessed) if guessed else None) or FALLBACK_ENCODING
+    return codec if codec != "utf-8" and _ascii_compatible(codec) else None
+
+
+def _mixed_fallback(sample: bytes) -> str | None:
+    """For a sample that is not valid UTF-8: the code page of its legacy lines when its valid
+    UTF-8 lines make it a mix (the file is then read as UTF-8, line by line), else None."""
+    legacy, utf8_lines, strongest = _line_kinds(sample)
+    if not utf8_lines:
+        return None
+    fallback = _legacy_codec(legacy)  # cp1252 when every line is UTF-8, a few bad bytes aside
+    if fallback is None:
+        return None
+    if fallback in _WESTERN_CODECS or strongest >= MIXED_STRONG_LINE_CHARS:
+        return fallback
+    return None
+
+
+class _LineDecoder:
+    """UTF-8, line by line: a line that is not valid UTF-8 is decoded as ``fallback``, unless it
+    is UTF-8 with a few bad bytes (those become U+FFFD).  That is a line holding a well-formed
+    multi-byte UTF-8 character when ``fallback`` is a Western code page (whose text never holds
+    one by chance), and otherwise one holding at least as many of them as bad bytes (Shift-JIS
+    or GBK text does hold some by chance, among many more bytes that are not UTF-8).
+
+    Lines end at ``"\n"`` or ``"\r"``; a line longer than :data:`MIXED_PIECE_BYTES` is decided a
+    piece at a time (cut after a space or punctuation where it has one), so memory stays
+    bounded.  Files that are valid UTF-8 cost one decode a chunk, as with the plain decoder."""
+
+    def __init__(self, fallback: str) -> None:
+        self.fallback = fallback
+        self.western = fallback in _WESTERN_CODECS
+        self.pending = b""
+
+    def decode(self, data: bytes, final: bool = False) -> str:
+        data = self.pending + data if self.pending else data
+        if final:
+            cut = len(data)
+        else:
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            if len(data) - cut > MIXED_PIECE_BYTES:
+                cut = self._piece_end(data, cut)
+        head, self.pending = data[:cut], data[cut:]
+        if not head:
+            return ""
+        try:
+            return head.decode("utf-8")
+        except UnicodeDecodeError:
+            return "".join(self._line(line) for line in head.splitlines(keepends=True))
+
+    @staticmethod
+    def _piece_end(data: bytes, cut: int) -> int:
+        after = max(data.rfind(b, cut) for b in _CUT_BYTES) + 1
+        if after > cut:
+            return after
+        end = len(data)  # no such byte: cut before a UTF-8 lead byte near the end
+        for back in range(1, 5):
+            if data[end - back] & 0xC0 != 0x80:
+                return end - back
+        return end
+
+    def _line(self, line: bytes) -> str:
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        good, bad = _utf8_evidence(line)
+        if good and (self.western or good >= bad):
+            return line.decode("utf-8", "replace")
+        return line.decode(self.fallback, "replace")
+
+
+def _decoder(encoding: str, fallback: str | None = None) -> Any:
+    """An incremental decoder: :class:`_LineDecoder` with a ``fallback``, else the codec's."""
+    if fallback:
+        return _LineDecoder(fallback)
+    return codecs.getincrementaldecoder(encoding)(errors="replace")
+
+
+def detect_decoding(sample: bytes, declared: str | None = None) -> Decoding:
+    """How to read a file, from its first bytes (the rules in the module's docstring).
 
     ``sample`` is the start of the file (:data:`SAMPLE_BYTES` of it, or all of a shorter file).
     ``declared`` is an encoding the file names itself (an HTML ``<meta charset>``): it is used
@@ -137,35 +310,51 @@ def detect_encoding(sample: bytes, declared: str | None = None) -> tuple[str, in
     """
     bom = sniff_bom(sample)
     if bom is not None:
-        return bom
+        return Decoding(*bom)
     if b"\x00" in sample[:BINARY_PROBE_BYTES]:
         raise ParseError("binary file, not text (it contains NUL bytes)")
 
     encoding = _codec_name(declared) if declared else None
+    fallback = None
     if encoding is None:
-        try:
-            # final=False: the sample may end in the middle of a multi-byte character.
-            codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
+        if _is_utf8(sample):
             encoding = "utf-8"
-        except UnicodeDecodeError:
-            guessed = _guess_legacy_encoding(sample)
-            encoding = (_codec_name(guessed) if guessed else None) or FALLBACK_ENCODING
+        else:
+            fallback = _mixed_fallback(sample)
+            if fallback is not None:
+                encoding = "utf-8"
+            else:
+                guessed = _guess_legacy_encoding(sample)
+                encoding = (_codec_name(guessed) if guessed else None) or FALLBACK_ENCODING
+    if encoding == "utf-8" and fallback is None:
+        # Lines further on that are not UTF-8 are most likely in the code page of those here.
+        legacy = [] if _is_utf8(sample) else _line_kinds(sample)[0]
+        fallback = _legacy_codec(legacy)
 
     # Bytes that decode (every byte does in cp1252) are still no text when they are mostly
     # control characters: charset_normalizer finding nothing usually ends here.
-    decoded = codecs.getincrementaldecoder(encoding)(errors="replace").decode(sample, final=False)
+    decoded = _decoder(encoding, fallback).decode(sample, final=False)
     if _control_ratio(decoded) > CONTROL_RATIO_BINARY:
         raise ParseError("binary file, not text (mostly control characters)")
-    return encoding, 0
+    return Decoding(encoding, 0, fallback)
 
 
-def decode_stream(chunks: Iterable[bytes], encoding: str, skip: int = 0) -> Iterator[str]:
+def detect_encoding(sample: bytes, declared: str | None = None) -> tuple[str, int]:
+    """The codec to read a file with and how many BOM bytes to skip (:func:`detect_decoding`
+    without the line-by-line fallback)."""
+    decoding = detect_decoding(sample, declared)
+    return decoding.encoding, decoding.skip
+
+
+def decode_stream(chunks: Iterable[bytes], encoding: str, skip: int = 0,
+                  fallback: str | None = None) -> Iterator[str]:
     """Decode binary ``chunks`` incrementally into text with ``"\\n"`` newlines and no BOM.
 
     ``skip`` bytes (a BOM) are dropped from the start.  Undecodable bytes become U+FFFD.  A
-    ``"\\r\\n"`` split between two chunks still becomes one ``"\\n"``.
+    ``"\\r\\n"`` split between two chunks still becomes one ``"\\n"``.  With ``fallback``
+    (``encoding`` is UTF-8), lines that are not UTF-8 are decoded as ``fallback`` instead.
     """
-    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
+    decoder = _decoder(encoding, fallback)
     started = False
     carry_cr = False  # a trailing "\r" held back until we know whether "\n" follows
 
@@ -214,8 +403,8 @@ def open_text(path: Path, declared: str | None = None) -> tuple[str, Iterator[st
         sample = f.read(SAMPLE_BYTES)
     if not sample:
         return "utf-8", iter(())
-    encoding, skip = detect_encoding(sample, declared)
-    return encoding, decode_stream(_read_chunks(path), encoding, skip)
+    encoding, skip, fallback = detect_decoding(sample, declared)
+    return encoding, decode_stream(_read_chunks(path), encoding, skip, fallback)
 
 
 def read_text(path: Path, declared: str | None = None) -> tuple[str, str]:

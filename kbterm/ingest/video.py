@@ -13,6 +13,12 @@ others, so when it cannot open or read a file, or its frame count or fps is not 
 decodes the file from the start instead, keeping for each sample time the first frame at or
 after it (this needs no duration in the header).  If decord fails part-way, PyAV takes over from
 the first segment decord did not deliver.
+
+What a clip gives is bounded by what the file really holds, whatever its header or timestamps
+claim: no more frames are decoded than its bytes can hold (:func:`frame_budget`; past it the
+rest is left with a warning), every segment holds a frame no earlier segment held (so there are
+at most as many segments as frames: a few frames stamped days apart make a few segments, not
+thousands of repeats), and a jump in timestamps is crossed in one step and noted in the ledger.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from kbterm.ingest.base import ParseContext, ParseError, Section, describe
+from kbterm.ingest.base import ParseContext, ParseError, Section, clock, describe
 from kbterm.ingest.image import new_digest
 from kbterm.models.encoding import thin_frames
 
@@ -39,10 +45,23 @@ log = logging.getLogger(__name__)
 # What decord may report before we call it nonsense.
 MAX_PLAUSIBLE_FPS = 1000.0
 MAX_PLAUSIBLE_SECONDS = 31 * 24 * 3600.0
+# A header can claim any frame count, rate or duration; the file's bytes cannot.  Every coded
+# frame costs bytes in any container, even one that repeats the last picture (a static 16x16
+# H.264 clip takes 22 bytes a frame in Matroska, 26 in MP4), so a file of S bytes holds at most
+# S / MIN_BYTES_PER_FRAME frames (plus a small floor).  Neither decoder is let past that.
+MIN_BYTES_PER_FRAME = 4
+FRAME_BUDGET_FLOOR = 256
+# decord samples frame i as the one shown at i / fps.  Where the frames' own timestamps are
+# further than this (the time between two samples) from that (a jump in timestamps, a rate the
+# header invents, a variable frame rate), decord would sample the wrong moments or spread a few
+# frames over days: PyAV, which follows the timestamps, reads the file instead.
+MAX_DRIFT_SECONDS = 1.0
+# A jump in timestamps longer than this is reported in the ledger (nothing in it is indexed).
+JUMP_WARN_SECONDS = 3600.0
 # Floating-point slack when comparing sample times with frame times.
 _EPS = 1e-6
 
-__all__ = ["frame_size", "parse_video", "sample_times"]
+__all__ = ["frame_budget", "frame_size", "parse_video", "sample_times"]
 
 
 class _BackendFailed(Exception):
@@ -65,6 +84,18 @@ def sample_times(start: float, end: float, fps: float, max_frames: int) -> list[
         times.append(t)
         k += 1
     return thin_frames(times, max_frames)
+
+
+def frame_budget(size_bytes: int) -> int:
+    """The most frames a file of ``size_bytes`` can really hold (:data:`MIN_BYTES_PER_FRAME`)."""
+    return FRAME_BUDGET_FLOOR + max(0, size_bytes) // MIN_BYTES_PER_FRAME
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
 
 
 def frame_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
@@ -155,6 +186,9 @@ def _decord_reader(path: Path, max_pixels: int) -> tuple[Any, int, float]:
     if not (n >= 1 and math.isfinite(fps) and 0 < fps <= MAX_PLAUSIBLE_FPS
             and n / fps <= MAX_PLAUSIBLE_SECONDS):
         raise _BackendFailed(f"decord reports {n} frames at {fps:g} fps")
+    size = _file_size(path)
+    if n > frame_budget(size):
+        raise _BackendFailed(f"decord counts {n} frames, more than {size} bytes can hold")
     try:
         height, width = reader[0].shape[:2]
         target = frame_size(width, height, max_pixels)
@@ -166,11 +200,34 @@ def _decord_reader(path: Path, max_pixels: int) -> tuple[Any, int, float]:
                 )
             if len(reader) != n:
                 raise _BackendFailed("decord counts frames differently when scaling")
+        _check_timeline(reader, n, fps)
     except _BackendFailed:
         raise
     except Exception as exc:  # noqa: BLE001
         raise _BackendFailed(_decord_reason(exc)) from None
     return reader, n, fps
+
+
+def _check_timeline(reader: Any, n: int, fps: float) -> None:
+    """Refuse decord's picture of the file (frame i shown at i / fps) when the frames' own
+    timestamps (decord's index of the packets) say otherwise by more than
+    :data:`MAX_DRIFT_SECONDS`: a header's rate or duration that lies, a jump in timestamps.
+
+    Up to 2,048 frames, evenly spaced and always the first and the last, are looked at; a
+    jump anywhere shifts every frame after it, so it shows."""
+    import numpy as np
+
+    check = np.unique(np.linspace(0, n - 1, min(n, 2048)).round().astype(np.int64))
+    stamps = np.asarray(reader.get_frame_timestamp(check.tolist()), dtype=np.float64)
+    if stamps.ndim != 2 or stamps.shape[0] != len(check) or not np.isfinite(stamps).all():
+        raise _BackendFailed("decord cannot tell the frames' timestamps")
+    offsets = stamps[:, 0] - stamps[0, 0]
+    drift = np.abs(offsets - check / fps)
+    worst = int(drift.argmax())
+    if drift[worst] > MAX_DRIFT_SECONDS:
+        raise _BackendFailed(
+            f"frame {int(check[worst])} is stamped {offsets[worst]:.6g} s but decord would "
+            f"sample it at {check[worst] / fps:.6g} s ({n} frames at {fps:g} fps)")
 
 
 def _decord_reason(exc: BaseException) -> str:
@@ -185,11 +242,21 @@ def _decord_segments(path: Path, ctx: ParseContext) -> Iterator[Section]:
     duration = n / fps
     log.debug("%s: decord, %d frames at %.3f fps (%.2f s)", path, n, fps, duration)
     ctx.unit, ctx.total = "s", duration
+    seconds = float(ctx.video_segment_seconds)
+    newest = -1  # the last frame index a yielded segment holds
     start = 0.0
     while start < duration - _EPS:
-        end = _segment_end(start, ctx.video_segment_seconds, duration)
+        end = _segment_end(start, seconds, duration)
         times = sample_times(start, end, limits.fps, limits.max_frames)
         indices = [min(n - 1, max(0, round(t * fps))) for t in times]
+        if indices[-1] <= newest:
+            # Frames sparser than one a segment: this one would repeat a frame already
+            # given.  Every segment brings a frame of its own, so there are at most as many
+            # segments as frames; go straight to the one where the next frame is sampled.
+            following = math.floor((newest + 0.5) / fps / seconds + _EPS) * seconds
+            start = max(end, following)
+            continue
+        newest = indices[-1]
         try:
             batch = reader.get_batch(indices).asnumpy()
         except Exception as exc:  # noqa: BLE001
@@ -251,8 +318,22 @@ def _pyav_segments(path: Path, ctx: ParseContext, resume_at: float = 0.0) -> Ite
         t0: float | None = None
         last_end = 0.0
         count = 0
+        # Bounds from what the file really holds: frames decoded at most what its bytes can
+        # hold; every segment yielded holds a frame no earlier segment held (so there are at
+        # most as many segments as frames, whatever the timestamps say).
+        size = _file_size(path)
+        budget = frame_budget(size)
+        newest = 0  # the number (1-based, decoding order) of the last frame yielded
+        kept_newest = 0  # the number of the last frame in ``kept``
+        latest: float | None = None  # the latest frame time so far
+        jump = (0.0, 0.0)  # the widest gap between frame times
+        stopped = ""
         try:
             for frame in container.decode(stream):
+                if count >= budget:
+                    stopped = (f"video decoding stopped after {count} frames: a file of {size} "
+                               "bytes cannot hold more real frames")
+                    break
                 ft = frame.time
                 if ft is None:  # no timestamp: assume a constant rate
                     ft = count * frame_period
@@ -260,9 +341,13 @@ def _pyav_segments(path: Path, ctx: ParseContext, resume_at: float = 0.0) -> Ite
                 if t0 is None:
                     t0 = ft
                 rel = ft - t0
+                if latest is not None and rel - latest > jump[1] - jump[0]:
+                    jump = (latest, rel)
+                latest = rel if latest is None else max(latest, rel)
                 span = frame.duration * frame.time_base if frame.duration and frame.time_base \
                     else frame_period
-                last_end = max(last_end, rel + float(span))
+                # A frame lasts at most a segment, whatever its header says.
+                last_end = max(last_end, rel + min(float(span), seconds))
                 array = None
                 while True:
                     # This frame is the first at or after every pending time up to it; a frame
@@ -272,13 +357,23 @@ def _pyav_segments(path: Path, ctx: ParseContext, resume_at: float = 0.0) -> Ite
                             if array is None:
                                 array = _frame_array(frame, target)
                             kept.append((times[pending], array))
+                            kept_newest = count
                         pending += 1
                     if rel < end - _EPS:
                         break
-                    if kept:
+                    if kept and kept_newest > newest:
                         ctx.done = min(end, known) if known else end
                         yield _section(start, end, kept, limits.fps)
-                    start, end = end, end + seconds
+                        newest = kept_newest
+                    # Past a jump in timestamps, straight to the first segment this frame can
+                    # stand in for (one ending more than a segment before it gets nothing):
+                    # the gap costs nothing, however long it claims to be.
+                    skip_to = math.floor(rel / seconds + _EPS) - 1
+                    if skip_to > index + 1:
+                        index, start = skip_to, skip_to * seconds
+                    else:
+                        index, start = index + 1, end
+                    end = start + seconds
                     times = sample_times(start, _segment_end(start, seconds, known),
                                          limits.fps, limits.max_frames)
                     kept, pending = [], 0
@@ -286,10 +381,15 @@ def _pyav_segments(path: Path, ctx: ParseContext, resume_at: float = 0.0) -> Ite
             raise
         except Exception as exc:  # noqa: BLE001 - damaged packets part-way
             raise _BackendFailed(f"at {start:g} s: {_av_reason(exc)}") from None
-        if kept:
-            yield _section(start, max(last_end, kept[-1][0]), kept, limits.fps)
+        if kept and kept_newest > newest:
+            yield _section(start, min(end, max(last_end, kept[-1][0])), kept, limits.fps)
         elif count == 0:
             raise _BackendFailed("the video has no frames")
+        if jump[1] - jump[0] > JUMP_WARN_SECONDS:
+            ctx.warn(f"the video's timestamps jump from {clock(jump[0])} to {clock(jump[1])}; "
+                     "nothing is indexed in between")
+        if stopped:
+            ctx.warn(stopped)
 
 
 def _frame_array(frame: Any, target: tuple[int, int] | None) -> "np.ndarray":
