@@ -10,10 +10,10 @@ run on the same machine.
     hard case for any shortcut).  Run at 100,000 and 1,000,000 chunks.
     The keyword half (``--only k``): LanceDB's BM25 index over N chunks of ~80 words, 100
     candidates per 3-word query.
-(b) ``kbterm search`` end to end with the small random model on a small real index (the shared
-    corpus's text files, images and a PDF): per-query time split into embed / retrieve /
-    rerank (median of warm queries in one process), and one cold CLI run (Python, imports and
-    model loading included).
+(b) ``kbterm search`` end to end with the small random model on a small index (the text
+    files, images and a PDF of the tests' corpus, see tests/corpus_builder.py): per-query time
+    split into embed / retrieve / rerank (median of warm queries in one process), and one cold
+    CLI run (Python, imports and model loading included).
 
     python benchmarks/bench_search.py                      # both, 100k and 1M
     python benchmarks/bench_search.py --only a --sizes 100000 --queries 50
@@ -36,10 +36,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
 sys.path.insert(0, str(REPO))
 
-from common import kbterm_env, model_config, write_config  # noqa: E402
+from common import corpus, kbterm_env, model_config, write_config  # noqa: E402
 
 DIM = 2048
 CANDIDATES = 100
@@ -213,12 +212,13 @@ def bench_end_to_end(work: Path, queries: int) -> dict:
     model = build_random_checkpoint(work / "model")
     folder = work / "library"
     folder.mkdir()
-    for p in sorted((CORPUS / "text").iterdir())[:20]:
+    source = corpus()
+    for p in sorted((source / "text").iterdir())[:20]:
         if p.is_file():
             shutil.copy(p, folder / p.name)
-    for p in sorted((CORPUS / "images").iterdir())[:6]:
+    for p in sorted((source / "images").iterdir())[:6]:
         shutil.copy(p, folder / p.name)
-    shutil.copy(CORPUS / "pdf" / "small-table.pdf", folder / "small-table.pdf")
+    shutil.copy(source / "pdf" / "small-table.pdf", folder / "small-table.pdf")
     data = work / "data-e2e"
     config = config_from_dict(model_config(model, data))
     summary = Indexer(config).run([folder])

@@ -1,13 +1,34 @@
 """What the benchmark scripts share: a config naming the tiny random checkpoint for every model
-role, and the environment of the ``kbterm`` subprocesses they time."""
+role, the environment of the ``kbterm`` subprocesses they time, and the tests' corpus."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import sys
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 ROLES = ("embedder", "reranker", "generator")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=1)
+def corpus() -> Path:
+    """The corpus the tests use (``tests/corpus_builder.py``: the files vendored in tests/data and
+    the generated PDFs, text and videos), built once a process in a temporary folder that is
+    removed at exit."""
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from corpus_builder import build_corpus
+
+    root = Path(tempfile.mkdtemp(prefix="kbterm-corpus-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return build_corpus(root / "corpus")
 
 
 def model_config(model: Path, data: Path, **extra: Any) -> dict[str, Any]:

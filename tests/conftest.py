@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from corpus_builder import build_corpus, tokenizer_training_lines
+
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO.parent / "shared" / "corpus"
 
 
 @pytest.fixture(autouse=True)
@@ -61,12 +61,10 @@ def generator(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
-    """A private copy of ../shared/corpus (never written to)."""
-    if not CORPUS.is_dir():
-        pytest.fail(f"the shared corpus is missing at {CORPUS}")
-    dest = tmp_path_factory.mktemp("corpus") / "corpus"
-    shutil.copytree(CORPUS, dest)
-    return dest
+    """The test corpus, built once a session in a temporary folder (never written to):
+    images/, pdf/, text/, video/ with the files of tests/data (vendored, see SOURCES.md) and
+    the ones tests/corpus_builder.py generates."""
+    return build_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
 
 
 def write_config_file(path: Path, model_dir: Path, extra: str = "",
@@ -88,15 +86,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def index_model_dir(tmp_path_factory) -> Path:
-    """A tiny random checkpoint whose tokenizer has a realistic vocabulary (trained on corpus
-    text), so a 285-page book is about as many tokens as with Qwen's own tokenizer."""
+    """A tiny random checkpoint whose tokenizer has a realistic vocabulary (trained on the
+    corpus's long generated text and the vendored README), so a 285-page book is about as many
+    tokens as with Qwen's own tokenizer."""
     from kbterm.models.random_checkpoint import build_random_checkpoint
 
-    lines = (CORPUS / "text" / "pymupdf-llms-full.txt").read_text(encoding="utf-8").splitlines()
-    lines += (CORPUS / "text" / "qwen3-vl-embedding-readme.md").read_text(
-        encoding="utf-8").splitlines()
     return build_random_checkpoint(tmp_path_factory.mktemp("index-qwen3-vl"),
-                                   vocab_size=4000, training_text=lines)
+                                   vocab_size=4000, training_text=tokenizer_training_lines())
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from corpus_builder import BOOK_PAGES
 from indexing_helpers import check_consistent, chunks, ledger, make_config, run_index
 
 
@@ -35,8 +36,8 @@ def book_index(tmp_path_factory, corpus, index_model_dir, index_embedder):
     base = tmp_path_factory.mktemp("book")
     folder = base / "library"
     folder.mkdir()
-    shutil.copy(corpus / "pdf" / "mupdf_explored.pdf", folder)
-    shutil.copy(corpus / "pdf" / "2201.00069.pdf", folder)
+    shutil.copy(corpus / "pdf" / "book.pdf", folder)
+    shutil.copy(corpus / "pdf" / "paper.pdf", folder)
     config = make_config(index_model_dir, base / "data", [folder])
     summary = run_index(config, embedder=index_embedder)
     return config, folder, summary
@@ -45,12 +46,9 @@ def book_index(tmp_path_factory, corpus, index_model_dir, index_embedder):
 def test_pdf_chunk_cites_the_exact_page(book_index):
     config, folder, summary = book_index
     assert summary.indexed == 2 and summary.failed == 0
-    pdf = folder / "mupdf_explored.pdf"
-    for page_no in (37, 1, 285):
-        try:
-            phrase = unique_line(pdf, page_no)
-        except AssertionError:
-            continue
+    pdf = folder / "book.pdf"
+    for page_no in (37, 1, BOOK_PAGES):
+        phrase = unique_line(pdf, page_no)  # every page of the generated book has one
         hits = [r for r in chunks(config, path=str(pdf)) if phrase in r["text"]]
         assert hits, (page_no, phrase)
         assert {r["page"] for r in hits} == {page_no}, (phrase, [r["page"] for r in hits])
@@ -58,12 +56,12 @@ def test_pdf_chunk_cites_the_exact_page(book_index):
 
 def test_every_pdf_page_is_also_an_image_chunk(book_index):
     config, folder, _ = book_index
-    rows = chunks(config, path=str(folder / "mupdf_explored.pdf"))
+    rows = chunks(config, path=str(folder / "book.pdf"))
     images = Counter(r["page"] for r in rows if r["modality"] == "image")
-    assert sorted(images) == list(range(1, 286)) and set(images.values()) == {1}
+    assert sorted(images) == list(range(1, BOOK_PAGES + 1)) and set(images.values()) == {1}
     texts = [r for r in rows if r["modality"] == "text"]
-    assert texts and all(1 <= r["page"] <= 285 for r in texts)
-    assert ledger(config)[str(folder / "mupdf_explored.pdf")].chunks == len(rows)
+    assert {r["page"] for r in texts} == set(range(1, BOOK_PAGES + 1))  # text on every page
+    assert ledger(config)[str(folder / "book.pdf")].chunks == len(rows)
     check_consistent(config)
 
 
@@ -123,11 +121,11 @@ def test_editing_one_pdf_page_reembeds_only_that_page(tmp_path, corpus, index_mo
     folder = tmp_path / "docs"
     folder.mkdir()
     pdf = folder / "report.pdf"
-    shutil.copy(corpus / "pdf" / "test_3842.pdf", pdf)
+    shutil.copy(corpus / "pdf" / "report.pdf", pdf)
     config = make_config(index_model_dir, tmp_path / "data", [folder])
     run_index(config, embedder=index_embedder)
     before = len(chunks(config))
-    with pymupdf.open(corpus / "pdf" / "test_3842.pdf") as doc:
+    with pymupdf.open(corpus / "pdf" / "report.pdf") as doc:
         pages = len(doc)
         doc[pages - 1].insert_text((72, 72), "An annotation added on the last page.")
         doc.save(pdf)

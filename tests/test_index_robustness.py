@@ -51,7 +51,7 @@ def make_bad_folder(root: Path, corpus: Path) -> dict[str, str]:
     expected["empty.txt"] = "skipped"
     (root / "empty.pdf").write_bytes(b"")
     expected["empty.pdf"] = "skipped"
-    data = (corpus / "pdf" / "test_4435.pdf").read_bytes()
+    data = (corpus / "pdf" / "report-short.pdf").read_bytes()
     (root / "truncated.pdf").write_bytes(data[: len(data) // 3])
     expected["truncated.pdf"] = "failed|indexed"
     doc = pymupdf.open(corpus / "pdf" / "small-table.pdf")

@@ -32,7 +32,8 @@ def notes(tmp_path, corpus):
     (folder / "plan.txt").write_text("Buy a lantern.\nWalk to the lighthouse at dusk.\n")
     sub = folder / "deep" / "deeper"
     sub.mkdir(parents=True)
-    (sub / "log.txt").write_text("The keeper wrote every storm into the log.\n" * 30)
+    # Over two chunks of 512 tokens with any tokenizer (about 15 tokens a line).
+    (sub / "log.txt").write_text("The keeper wrote every storm into the log.\n" * 80)
     return folder
 
 
@@ -77,6 +78,7 @@ def test_changed_file_is_replaced_and_unchanged_chunks_reuse_vectors(cfg, notes,
     run_index(cfg, embedder=index_embedder)
     log = notes / "deep" / "deeper" / "log.txt"
     before = chunks(cfg, path=str(log))
+    assert len(before) >= 2
     log.write_text(log.read_text() + "A new line about the foghorn.\n")
     summary = run_index(cfg, embedder=index_embedder)
     assert summary.indexed == 1 and summary.unchanged == 3

@@ -1,4 +1,5 @@
-"""PDF, image and video parsers on the shared corpus (a private copy) and on files made here."""
+"""PDF, image and video parsers on the test corpus (tests/corpus_builder.py) and on files made
+here."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import corpus_builder as built
 from kbterm.ingest import ParseContext, ParseError
 from kbterm.ingest import image as image_mod
 from kbterm.ingest import video as video_mod
@@ -46,9 +48,10 @@ def test_media_parsers_import_without_torch_or_textual():
 def test_pdf_every_page_text_then_image_with_true_page_numbers(corpus):
     import pymupdf
 
-    path = corpus / "pdf" / "mupdf_explored.pdf"
+    path = corpus / "pdf" / "book.pdf"
+    pages = built.BOOK_PAGES
     with pymupdf.open(path) as doc:
-        assert doc.page_count == 285
+        assert doc.page_count == pages
         texts = [page.get_text() for page in doc]
     # A line of page 37 that no other page has.
     phrase = next(
@@ -75,8 +78,8 @@ def test_pdf_every_page_text_then_image_with_true_page_numbers(corpus):
             if phrase in section.text:
                 assert section.page == 37
         section.image = None  # keep memory flat over 285 pages
-    assert image_pages == list(range(1, 286))
-    assert set(text_pages) <= set(image_pages) and len(text_pages) > 250
+    assert image_pages == list(range(1, pages + 1))
+    assert text_pages == image_pages  # every page of the book has text
     assert any(p == 37 for p in text_pages)
     # Within a page the text comes before the image; pages come in order.
     assert order == sorted(order, key=lambda pk: (pk[0], pk[1] != "text"))
@@ -108,7 +111,7 @@ def test_pdf_page_image_is_drawn_at_the_size_the_model_uses(corpus):
     it (qwen-vl-utils' fetch_image returns it at the same size)."""
     from qwen_vl_utils.vision_process import fetch_image
 
-    for section in sections(parse_pdf, corpus / "pdf" / "2201.00069.pdf"):
+    for section in sections(parse_pdf, corpus / "pdf" / "paper.pdf"):
         if section.kind != "image":
             continue
         w, h = section.image.size
@@ -120,11 +123,15 @@ def test_pdf_page_image_is_drawn_at_the_size_the_model_uses(corpus):
 
 
 def test_pdf_page_that_stalls_a_display_list_renders_quickly(corpus):
-    # test_2548.pdf page 1 takes minutes through PyMuPDF's display list; drawn directly, ms.
+    # slides.pdf page 1 takes minutes through PyMuPDF's display list (its structure tree sends
+    # MuPDF into a repair walk that the list device triggers); drawn directly, milliseconds.
+    path = corpus / "pdf" / "slides.pdf"
+    assert built.slides_page_1_stalls_a_display_list(path)
     start = time.perf_counter()
-    got = sections(parse_pdf, corpus / "pdf" / "test_2548.pdf")
+    got = sections(parse_pdf, path)
     assert time.perf_counter() - start < 30
-    assert [s.page for s in got if s.kind == "image"] == list(range(1, 16))
+    assert [s.page for s in got if s.kind == "image"] == list(range(1, built.SLIDES_PAGES + 1))
+    assert any(s.kind == "text" and s.page == 1 and "Correlation" in s.text for s in got)
 
 
 def test_page_zoom_fits_and_caps():
@@ -168,7 +175,24 @@ def test_encrypted_pdf_is_a_parse_error_about_the_password(tmp_path):
         sections(parse_pdf, path)
 
 
-@pytest.mark.parametrize("name", ["mupdf_explored.pdf", "small-table.pdf", "test_4435.pdf"])
+def test_the_corpus_other_pdfs_parse_as_what_they_are(corpus):
+    pdf = corpus / "pdf"
+    with pytest.raises(ParseError, match="password"):
+        sections(parse_pdf, pdf / "encrypted.pdf")
+    scanned = sections(parse_pdf, pdf / "scanned.pdf")  # pictures of pages, no text layer
+    assert [(s.kind, s.page) for s in scanned] == [("image", 1), ("image", 2)]
+    cjk = "".join(s.text for s in sections(parse_pdf, pdf / "cjk.pdf") if s.kind == "text")
+    for lines in built.CJK_TEXT.values():
+        assert all(line in cjk for line in lines)
+    tables = "".join(s.text for s in sections(parse_pdf, pdf / "chinese-tables.pdf")
+                     if s.kind == "text")
+    assert "稀有气体" in tables and "乌鲁木齐" in tables
+    form = sections(parse_pdf, pdf / "form.pdf")
+    assert [s.page for s in form if s.kind == "image"] == [1, 2]
+    assert any("Library card application" in s.text for s in form if s.kind == "text")
+
+
+@pytest.mark.parametrize("name", ["book.pdf", "small-table.pdf", "report-short.pdf"])
 def test_truncated_pdf_yields_what_it_can_or_a_parse_error(corpus, tmp_path, name):
     data = (corpus / "pdf" / name).read_bytes()
     path = tmp_path / name
@@ -214,6 +238,7 @@ def test_smart_resize_is_qwen_vl_utils_smart_resize():
 
 
 def test_corpus_images_come_out_at_the_models_size_and_pixels(corpus):
+    from PIL import ImageOps
     from qwen_vl_utils import smart_resize as reference
     from qwen_vl_utils.vision_process import fetch_image
 
@@ -224,12 +249,13 @@ def test_corpus_images_come_out_at_the_models_size_and_pixels(corpus):
         (section,) = sections(parse_image, path)
         assert section.kind == "image" and section.image.mode == "RGB"
         with Image.open(path) as original:
-            w, h = original.size
+            w, h = ImageOps.exif_transpose(original).size  # as shown (rotated_exif.jpg turns)
         rh, rw = reference(h, w, factor=32, min_pixels=LIMITS.image_min_pixels,
                            max_pixels=MAX_PIXELS)
         assert section.image.size == (rw, rh)
         fingerprints.add(section.fingerprint)
     assert len(fingerprints) == len(paths)
+    assert {"rotated_exif.jpg", "transparent.png"} <= {p.name for p in paths}
     # The reference preprocessing gives the very same pixels (so its own resize is a no-op).
     path = corpus / "images" / "docpage_0.jpg"
     (section,) = sections(parse_image, path)
@@ -394,44 +420,77 @@ def _check_segments(got, duration: float, segment_seconds: float) -> None:
         assert section.fingerprint
 
 
+def _check_frames(got, spec: built.VideoSpec) -> None:
+    """Every sampled frame is the one shown at its sample time (start, start + 1 s, ...): the
+    generator drew its number and its second's colour into it."""
+    for section in got:
+        for k, frame in enumerate(section.frames):
+            t = section.start_s + k
+            assert built.frame_number(frame) == round(t * spec.fps), (section.start_s, k)
+            colour = np.array(built.frame_colour(frame)) - built.second_colour(int(t))
+            assert np.abs(colour).max() <= 16, (section.start_s, k, colour)
+
+
+TIMELINE = built.VIDEOS["timeline.mp4"]
+
+
 def test_video_segments_cover_the_clip_at_one_frame_per_second(corpus):
     path = corpus / "video" / "example.mp4"
+    spec = built.VIDEOS["example.mp4"]
+    assert _av_duration(path) == pytest.approx(spec.duration)
     got = sections(parse_video, path)
-    _check_segments(got, _av_duration(path), 30)
-    assert len(got) == 1 and len(got[0].frames) == 2
+    _check_segments(got, spec.duration, 30)
+    assert len(got) == 1 and len(got[0].frames) == math.ceil(spec.duration) == 2
+    _check_frames(got, spec)
 
-    chaplin = corpus / "video" / "chaplin.mp4"
-    got = sections(parse_video, chaplin, ParseContext(video_segment_seconds=2))
-    assert len(got) == 5
-    _check_segments(got, _av_duration(chaplin), 2)
+    timeline = corpus / "video" / "timeline.mp4"
+    got = sections(parse_video, timeline, ParseContext(video_segment_seconds=2))
+    assert len(got) == math.ceil(TIMELINE.duration / 2) == 5
+    _check_segments(got, _av_duration(timeline), 2)
+    _check_frames(got, TIMELINE)
     # The keyframe is the sampled frame nearest the middle of its segment.
-    (whole,) = sections(parse_video, chaplin)
-    assert whole.keyframe is whole.frames[5]  # 0..9 s sampled, middle 4.82 s
+    (whole,) = sections(parse_video, timeline)
+    assert len(whole.frames) == math.ceil(TIMELINE.duration)  # 0..9 s sampled
+    middle = TIMELINE.duration / 2  # 4.82 s
+    assert whole.keyframe is whole.frames[round(middle)]
 
 
 def test_video_frames_are_scaled_down_when_decoding(corpus):
-    path = corpus / "video" / "big_buck_bunny_432_433.webm"  # 1280x720 > 768*32*32
-    (section,) = sections(parse_video, path)
+    spec = built.VIDEOS["hd_720p.webm"]
+    assert spec.width * spec.height > LIMITS.frame_max_pixels  # 1280x720 > 768*32*32
+    (section,) = sections(parse_video, corpus / "video" / "hd_720p.webm")
     width, height = section.frames[0].size
     assert width * height <= LIMITS.frame_max_pixels
-    assert abs(width / height - 1280 / 720) < 0.01
+    assert abs(width / height - spec.width / spec.height) < 0.01
+    _check_frames([section], spec)
 
 
 def test_video_segments_are_thinned_to_max_frames(corpus):
     ctx = ParseContext(limits=replace(LIMITS, max_frames=4))
-    (section,) = sections(parse_video, corpus / "video" / "chaplin.mp4", ctx)
+    (section,) = sections(parse_video, corpus / "video" / "timeline.mp4", ctx)
     assert len(section.frames) == 4
-    assert sample_times(0, 9.64, 1.0, 4) == [0.0, 3.0, 6.0, 9.0]
+    times = sample_times(0, TIMELINE.duration, 1.0, 4)
+    assert times == [0.0, 3.0, 6.0, 9.0]
+    assert [built.frame_number(f) for f in section.frames] == \
+        [round(t * TIMELINE.fps) for t in times]
 
 
 def test_video_without_duration_in_its_header_indexes(corpus):
+    import av
+
     path = corpus / "video" / "no_duration.webm"
+    spec = built.VIDEOS["no_duration.webm"]
+    with av.open(str(path)) as container:  # the header really has no duration
+        assert container.duration is None and container.streams.video[0].duration is None
+    with pytest.raises(video_mod._BackendFailed):  # so decord refuses it and PyAV reads it
+        video_mod._decord_reader(path, LIMITS.frame_max_pixels)
     got = sections(parse_video, path, ParseContext(video_segment_seconds=2))
-    assert len(got) == 3
-    assert got[-1].end_s == pytest.approx(4.938, abs=0.1)
+    assert len(got) == math.ceil(spec.duration / 2) == 3
+    assert got[-1].end_s == pytest.approx(spec.duration, abs=0.1)
     for a, b in zip(got, got[1:]):
         assert a.end_s == b.start_s
     assert [len(s.frames) for s in got] == [2, 2, 1]
+    _check_frames(got, spec)
 
 
 def test_corrupt_video_is_a_parse_error(tmp_path, capfd):
@@ -447,7 +506,7 @@ def test_corrupt_video_is_a_parse_error(tmp_path, capfd):
 
 
 def test_pyav_fallback_matches_decord(corpus, monkeypatch):
-    cases = [("example.mp4", 30), ("chaplin.mp4", 2), ("chaplin.mp4", 30)]
+    cases = [("example.mp4", 30), ("timeline.mp4", 2), ("timeline.mp4", 30)]
     by_decord = {
         case: sections(parse_video, corpus / "video" / case[0],
                        ParseContext(video_segment_seconds=case[1]))
@@ -465,6 +524,9 @@ def test_pyav_fallback_matches_decord(corpus, monkeypatch):
         assert [s.start_s for s in got] == [s.start_s for s in expected]
         assert [s.end_s for s in got] == pytest.approx([s.end_s for s in expected], abs=0.05)
         assert got[0].frames[0].size == expected[0].frames[0].size
+        assert [[built.frame_number(f) for f in s.frames] for s in got] == \
+            [[built.frame_number(f) for f in s.frames] for s in expected]
+        _check_frames(got, built.VIDEOS[name])
 
 
 def test_decord_failing_part_way_hands_over_to_pyav(corpus, monkeypatch):
@@ -485,11 +547,12 @@ def test_decord_failing_part_way_hands_over_to_pyav(corpus, monkeypatch):
         return FailsAfterOneBatch(reader), n, fps
 
     monkeypatch.setattr(video_mod, "_decord_reader", flaky_reader)
-    path = corpus / "video" / "chaplin.mp4"
+    path = corpus / "video" / "timeline.mp4"
     ctx = ParseContext(video_segment_seconds=2)
     got = sections(parse_video, path, ctx)
-    assert [s.start_s for s in got] == [0, 2, 4, 6, 8]
+    assert [s.start_s for s in got] == [2 * i for i in range(math.ceil(TIMELINE.duration / 2))]
     _check_segments(got, _av_duration(path), 2)
+    _check_frames(got, TIMELINE)
     assert ctx.warnings == []
 
 
@@ -502,17 +565,17 @@ def test_parse_video_is_lazy(corpus, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(video_mod, "_section", counting)
-    stream = parse_video(corpus / "video" / "chaplin.mp4", ParseContext(video_segment_seconds=2))
+    stream = parse_video(corpus / "video" / "timeline.mp4", ParseContext(video_segment_seconds=2))
     next(stream)
     assert len(calls) == 1
     stream.close()
 
 
 def test_fingerprints_differ_between_segments(corpus):
-    got = sections(parse_video, corpus / "video" / "chaplin.mp4",
+    got = sections(parse_video, corpus / "video" / "timeline.mp4",
                    ParseContext(video_segment_seconds=2))
     assert len({s.fingerprint for s in got}) == len(got)
-    again = sections(parse_video, corpus / "video" / "chaplin.mp4",
+    again = sections(parse_video, corpus / "video" / "timeline.mp4",
                      ParseContext(video_segment_seconds=2))
     assert [s.fingerprint for s in again] == [s.fingerprint for s in got]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import gc
+import json
 import os
 import tracemalloc
 from pathlib import Path
@@ -174,7 +175,7 @@ def test_long_line_is_cut_mid_line_and_next_block_starts_on_same_line(tmp_path):
 
 
 def test_line_start_counts_decoded_newlines(corpus):
-    path = corpus / "text" / "pymupdf-llms-full.txt"
+    path = corpus / "text" / "handbook.txt"
     whole = path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     sections = list(parse_text(path, ParseContext(text_block_chars=1000)))
     assert "".join(s.text for s in sections) == whole
@@ -304,13 +305,21 @@ def test_large_markdown_falls_back_to_text_blocks(tmp_path, monkeypatch):
 
 
 def test_html_bom_wins_over_meta_charset(corpus):
-    sections = list(parse_html(corpus / "text" / "test_open2.html", ParseContext()))
+    path = corpus / "text" / "bom-over-meta.html"
+    raw = path.read_bytes()  # UTF-16LE with a BOM, and a stale meta charset
+    assert raw.startswith(codecs.BOM_UTF16_LE)
+    assert "charset=windows-1252" in raw[2:].decode("utf-16-le")
+    expected = json.loads((corpus / "text" / "bom-over-meta.expected.json").read_text("utf-8"))
+    sections = list(parse_html(path, ParseContext()))
     text = "".join(s.text for s in sections)
     assert "Spektrum der Wissenschaft" in text
     assert "Homöopathie" in text
     assert "\x00" not in text and "\ufffd" not in text
     assert ".ie9fixq_opt1" not in text and "padding-top" not in text
     assert all(s.line_start is None for s in sections)
+    assert {s.title for s in sections} == {expected["title"]}
+    assert [p for p in expected["contains"] if p not in text] == []
+    assert [p for p in expected["absent"] if p in text] == []
 
 
 def test_html_meta_charset_without_bom(tmp_path):

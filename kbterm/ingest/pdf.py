@@ -7,9 +7,10 @@ sees text drawn sharp at its final size, never a rendering resampled a second ti
 
 Rendering draws the page straight into a pixmap (``fz_new_pixmap_from_page``) rather than
 through PyMuPDF's ``Page.get_pixmap``, which records a display list first.  The pixels are the
-same (within one level; checked on the shared corpus); skipping the display list is faster on ordinary pages and
-avoids a display-list case that runs for minutes with the GIL held (``test_2548.pdf`` in the
-shared corpus: page 1 takes 9 ms drawn directly, more than two minutes through a display list).
+same (within one level; checked on real PDFs); skipping the display list is faster on ordinary pages and
+avoids a display-list case that runs for minutes with the GIL held (a real slide deck whose
+malformed structure tree MuPDF's repair walks exponentially: page 1 takes 9 ms drawn directly,
+more than two minutes through a display list; ``slides.pdf`` in tests/corpus_builder.py).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _draw(page: Any, max_pixels: int, min_pixels: int = IMAGE_MIN_PIXELS) -> Any
     """The page drawn into a new RGBA pixmap on opaque white, at :func:`page_size`.
 
     The alpha byte is 255 (MuPDF's blending leaves 254 on a rare anti-aliased edge pixel, whose
-    colour then differs by one level from an RGB rendering: measured on the shared corpus,
+    colour then differs by one level from an RGB rendering: measured on real PDFs,
     one value in 600,000, never more than one level).
 
     Four bytes a pixel is how PIL keeps an RGB image in memory, so :func:`_pixmap_image` can

@@ -7,7 +7,7 @@ scaled down while decoding so that none has more than ``frame_max_pixels`` pixel
 segment's frames are ever in memory.
 
 decord is tried first: it seeks straight to the sampled frames.  It refuses some files that
-play fine (``no_duration.webm`` in the shared corpus, a WebM whose header has no duration:
+play fine (a WebM whose header has no duration, ``no_duration.webm`` in the test corpus:
 "Failed to measure duration/frame-count due to broken metadata") and reports nonsense for
 others, so when it cannot open or read a file, or its frame count or fps is not plausible, PyAV
 decodes the file from the start instead, keeping for each sample time the first frame at or
