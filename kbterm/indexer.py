@@ -94,6 +94,25 @@ def _fatal(exc: BaseException) -> bool:
     return isinstance(exc, KbtermError) and not isinstance(exc, (InputError, ParseError))
 
 
+class _WriteFailed(Exception):
+    """A write to the index failed while a file was being read (not the file's fault)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _writing(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run an index write from inside a file's parse loop, so that its failure is told
+    apart from the file's own (which only fails that file)."""
+    try:
+        return fn(*args)
+    except (KbtermError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - re-raised as itself by the parse loop
+        raise _WriteFailed(exc) from exc
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -309,8 +328,9 @@ class Indexer:
         except Exception as exc:
             if is_disk_full(exc):
                 raise disk_full(self.config.data_path) from None
-            if type(exc).__name__ in ("RustPanic", "PanicException") or \
-                    str(exc).startswith("lance error"):
+            text = str(exc)
+            if type(exc).__name__ in ("RustPanic", "PanicException") or (
+                    text.startswith("lance error") and ("(IO)" in text or "Not found" in text)):
                 raise self.store.translate(exc) from None
             raise
 
@@ -606,15 +626,17 @@ class Indexer:
                                 item.waiting += 1
                             item.rows.append(row)
                             if not item.staged and len(item.rows) > STAGE_ROWS:
-                                self._stage(item)
+                                _writing(self._stage, item)
                             # Full, or holding rows of a file read before this one for
                             # long (a finished file must not wait for a long one): embed,
                             # then commit what is finished.
                             if self._queue_full(queue) or (
                                     queue and queue[0][0] is not item
                                     and time.monotonic() - queued_at >= COMMIT_SECONDS):
-                                embed_queue()
-                                commit()
+                                _writing(embed_queue)
+                                _writing(commit)
+                except _WriteFailed as exc:  # the index's fault, not the file's: stop
+                    raise exc.error from None
                 except ParseError as exc:
                     item.error = str(exc)
                 except (OSError, MemoryError) as exc:

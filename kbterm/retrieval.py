@@ -35,7 +35,7 @@ import numpy as np
 from kbterm.errors import InputError, KbtermError
 from kbterm.ingest.base import clock
 from kbterm.scan import within
-from kbterm.store import STATUS_INDEXED, Store
+from kbterm.store import STATUS_INDEXED, IndexDamaged, Store
 from kbterm.vectors import VectorCache, nearest
 
 if TYPE_CHECKING:
@@ -217,7 +217,8 @@ class Searcher:
         self.cache = VectorCache(self.store)
         self._embedder = embedder
         self._reranker = reranker
-        self._version: tuple[int, int] | None = None
+        self._version: tuple[float, int, int] | None = None
+        self._built_at: float | None = None  # meta.json's created_at as last read
         self._meta: list[dict[str, Any]] = []
         self._rows = np.zeros(0, dtype=np.int64)  # matrix row of each live chunk
         self._mtime: dict[str, int] = {}
@@ -258,16 +259,23 @@ class Searcher:
             self._refresh()
 
     def _refresh(self) -> None:
+        # An index rebuilt under this process (kbterm index --rebuild) has new tables whose
+        # version numbers start again and may equal the old ones: meta.json's created_at tells
+        # them apart, and the old tables' handles are dropped.
+        meta = self.store.read_meta()
+        built_at = meta.created_at if meta is not None else 0.0
+        if self._built_at is not None and built_at != self._built_at:
+            self.store.reopen()
+        self._built_at = built_at
         chunks, files = self.store.chunks_table, self.store.files_table
         if chunks is None or files is None:
             raise NoIndex(f"no index yet in {self.store.data_dir}: run kbterm index FOLDER "
                           "(or kbterm watch)")
-        version = (chunks.version, files.version)
+        version = (built_at, chunks.version, files.version)
         if version == self._version:
             return
         ledger = self.store.ledger()
         meta_rows = self.store.live_chunks(META_COLUMNS, ledger=ledger)
-        meta = self.store.read_meta()
         dim = meta.dimension if meta is not None else 0
         identity = f"{meta.embedding_model}:{meta.created_at}" if meta is not None else ""
         rows = self.cache.sync([r["id"] for r in meta_rows], dim, identity)
@@ -387,7 +395,12 @@ class Searcher:
         if query_vector is not None and len(self._meta):
             vector_list = nearest(self.cache.matrix(), self._rows, query_vector,
                                   n_candidates, allowed)
-        keyword_list = self._keyword(text, n_candidates, allowed) if text.strip() else []
+        keyword_list: list[tuple[int, float]] = []
+        if text.strip():
+            try:
+                keyword_list = self._keyword(text, n_candidates, allowed)
+            except IndexDamaged as exc:  # the keyword index only: vectors still answer
+                results.warnings.append(f"keyword search unavailable: {exc}")
         fused = self._fuse(vector_list, keyword_list)
         results.timings_ms["retrieve"] = (time.perf_counter() - t) * 1000
         # The reranker sees the best search.rerank fused candidates even when fewer results
@@ -431,16 +444,10 @@ class Searcher:
 
     def _keyword(self, text: str, limit: int, allowed: np.ndarray | None
                  ) -> list[tuple[int, float]]:
-        table = self.store.chunks_table
-        if table is None or not self._has_fts:
+        if not self._has_fts:
             return []
         want = limit if allowed is None else limit * 4
-        try:
-            rows = (table.search(text, query_type="fts").select(["id", "_score"])
-                    .limit(want).to_list())
-        except Exception as exc:  # noqa: BLE001 - a query the parser refuses: no keyword hits
-            log.debug("keyword search failed for %r: %s", text, exc)
-            return []
+        rows = self.store.keyword_search(text, want)  # IndexDamaged: the caller says so
         out = []
         for row in rows:
             n = self._index_of.get(row["id"])
@@ -574,17 +581,43 @@ def page_image(data_dir: Path, path: str, page: int, mtime_ns: int = 0) -> Path:
 
     key = hashlib.blake2b(f"{path}\0{mtime_ns}".encode("utf-8", "surrogatepass"),
                           digest_size=10).hexdigest()
-    out = Path(data_dir) / "cache" / "pages" / f"{key}-p{page:05d}.png"
+    name = f"{key}-p{page:05d}.png"
+    out = Path(data_dir) / "cache" / "pages" / name
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
     doc = _open(Path(path))
     try:
         image = render_page(doc[page - 1], IMAGE_MAX_PIXELS)
     finally:
         doc.close()
+    try:
+        return _save_png(image, out)
+    except OSError as exc:
+        # A read-only data folder (or a full disk): a private temporary folder will do.
+        import tempfile
+
+        log.debug("cannot cache page images in %s (%s)", out.parent, exc.strerror or exc)
+        folder = Path(tempfile.gettempdir()) / f"kbterm-{os.getuid()}-pages"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(folder)
+        if not os.path.isdir(folder) or os.path.islink(folder) or info.st_uid != os.getuid():
+            raise
+        return _save_png(image, folder / name)
+
+
+def _save_png(image: Any, out: Path) -> Path:
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # A name per thread as well: the TUI renders pages in two (its search and its preview).
     tmp = out.with_suffix(f".{os.getpid()}-{threading.get_ident()}.tmp")
-    image.save(tmp, "PNG")
-    os.replace(tmp, out)
+    try:
+        image.save(tmp, "PNG")
+        os.replace(tmp, out)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     return out

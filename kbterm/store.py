@@ -69,7 +69,8 @@ class DiskFull(KbtermError):
     """The disk holding the data folder has no space left."""
 
 
-TABLE_NAMES = {CHUNKS: "chunks table", FILES: "files ledger"}
+KEYWORD_INDEX = "keyword"
+TABLE_NAMES = {CHUNKS: "chunks table", FILES: "files ledger", KEYWORD_INDEX: "keyword index"}
 
 
 def os_errno(exc: BaseException | None) -> int | None:
@@ -108,6 +109,12 @@ def lance_reason(exc: BaseException) -> str:
     text = re.sub(r"^lance error: ", "", text)
     text = re.sub(r"LanceError\(\w+\): ", "", text)
     text = re.sub(r",\s*/\S+\.rs:\d+:\d+.*$", "", text)
+    low = text.lower()
+    if "not found" in low:
+        text = "a file of it is missing: " + re.sub(r"^not found:\s*", "", text, flags=re.I)
+    elif any(s in low for s in ("fill whole buffer", "invalid range", "out of range",
+                                "unexpected eof", "early eof")):
+        text = "a file of it is cut short"
     return text[:200] or type(exc).__name__
 
 
@@ -164,6 +171,26 @@ def sql_in(column: str, values: Iterable[str]) -> str:
 def _groups(values: Sequence[Any], size: int = IN_LIST_MAX) -> Iterator[Sequence[Any]]:
     for i in range(0, len(values), size):
         yield values[i:i + size]
+
+
+def _writing(method: Any) -> Any:
+    """A write that meets a full disk (or a folder it may not write) raises the one-line
+    :class:`DiskFull` (:class:`IndexUnusable`): a KbtermError, so the indexer stops the run
+    instead of blaming the file it was reading when a commit failed."""
+    import functools
+
+    @functools.wraps(method)
+    def write(self: "Store", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except KbtermError:
+            raise
+        except Exception as exc:
+            if is_disk_full(exc) or is_not_writable(exc):
+                raise self.translate(exc) from None
+            raise
+
+    return write
 
 
 @dataclass
@@ -281,6 +308,9 @@ class Store:
 
     def _connect(self) -> Any:
         if self._db is None:
+            # LanceDB's own log (its Rust side, on stderr) is for its developers: a damaged
+            # file would add its warnings to kbterm's one-line error.  LANCEDB_LOG=warn shows it.
+            os.environ.setdefault("LANCEDB_LOG", "error")
             import lancedb
 
             self._db = lancedb.connect(str(self.path))
@@ -363,12 +393,14 @@ class Store:
     def chunks_table(self) -> Any:
         return self._latest(CHUNKS)
 
+    @_writing
     def create_files_table(self) -> None:
         """Create the ledger (empty) if it is missing."""
         if self._table(FILES) is None:
             self._connect().create_table(FILES, schema=files_schema())
         self._tables.pop(FILES, None)
 
+    @_writing
     def create_chunks_table(self, dim: int) -> None:
         """Create the chunks table for vectors of ``dim`` values if it is missing."""
         if self._table(CHUNKS) is None:
@@ -404,6 +436,7 @@ class Store:
             raise IndexDamaged(f"{self.meta_path} is damaged (fields missing); "
                                "run: kbterm index --repair") from None
 
+    @_writing
     def write_meta(self, meta: IndexMeta) -> None:
         tmp = self.meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(meta), indent=2), encoding="utf-8")
@@ -484,16 +517,24 @@ class Store:
         return self._read(CHUNKS, read)
 
     def chunk_vectors(self, file_ids: Sequence[str]) -> dict[str, Any]:
-        """chunk_key -> vector of the given files' live rows (for reuse when a file changes)."""
-        if self.chunks_table is None or not file_ids:
+        """chunk_key -> vector of the given files' rows (for reuse when a file changes)."""
+        return self._vectors_where("file_id", file_ids)
+
+    def vectors_for_keys(self, keys: Sequence[str]) -> dict[str, Any]:
+        """chunk_key -> vector of any row holding one of ``keys`` (the same content, in any
+        file, was embedded before: its vector serves again)."""
+        return self._vectors_where("chunk_key", keys)
+
+    def _vectors_where(self, column: str, values: Sequence[str]) -> dict[str, Any]:
+        if self.chunks_table is None or not values:
             return {}
         import numpy as np
 
         def read() -> list[Any]:
             table = self.chunks_table
-            return [table.search().where(sql_in("file_id", group))
+            return [table.search().where(sql_in(column, group))
                     .select(["chunk_key", "vector"]).limit(None).to_arrow()
-                    for group in _groups(list(file_ids))]
+                    for group in _groups(list(values))]
 
         out: dict[str, Any] = {}
         for data in self._read(CHUNKS, read):
@@ -508,6 +549,7 @@ class Store:
 
     # ------------------------------------------------------------------ writing
 
+    @_writing
     def replace(self, records: Sequence[FileRecord], rows: Sequence[dict[str, Any]]) -> None:
         """Make ``records`` the ledger rows of their files and ``rows`` their chunks.
 
@@ -531,6 +573,7 @@ class Store:
             )
         self.upsert_files(records)
 
+    @_writing
     def upsert_files(self, records: Sequence[FileRecord], remove_ids: Sequence[str] = ()) -> None:
         """Insert or update ledger rows (by file_id) and delete ``remove_ids``, in one commit."""
         import pyarrow as pa
@@ -545,6 +588,7 @@ class Store:
             builder = builder.when_not_matched_by_source_delete(sql_in("file_id", remove_ids))
         builder.execute(data)
 
+    @_writing
     def append_chunks(self, rows: Sequence[dict[str, Any]]) -> None:
         """Append rows (of a staged generation: hidden until :meth:`finish_staged`)."""
         import pyarrow as pa
@@ -553,6 +597,7 @@ class Store:
             table = self.chunks_table
             table.add(pa.Table.from_pylist(list(rows), schema=table.schema))
 
+    @_writing
     def finish_staged(self, record: FileRecord) -> None:
         """Make a staged generation the file's content: delete its other rows, clear staging."""
         self.chunks_table.delete(
@@ -561,6 +606,7 @@ class Store:
         record.generation, record.staging = record.staging, ""
         self.upsert_files([record])
 
+    @_writing
     def drop_staged(self, record: FileRecord) -> None:
         """Forget a staged generation (the file failed or the run stopped)."""
         if record.staging:
@@ -569,6 +615,7 @@ class Store:
             )
             record.staging = ""
 
+    @_writing
     def repoint(self, moves: Sequence[tuple[FileRecord, str]]) -> None:
         """Renamed files: the same chunks under a new path (no embedding)."""
         if not moves:
@@ -579,6 +626,7 @@ class Store:
             record.path = new_path
         self.upsert_files([r for r, _ in moves])
 
+    @_writing
     def remove(self, records: Sequence[FileRecord]) -> None:
         """Files gone from disk: their chunks, then their ledger rows."""
         ids = [r.file_id for r in records]
@@ -591,6 +639,7 @@ class Store:
         for group in _groups(ids):
             self.upsert_files([], remove_ids=list(group))
 
+    @_writing
     def recover(self) -> int:
         """After a killed run: remove the chunk rows no reader may see and no run can resume
         from (rows of files the ledger does not know, rows of a generation that is neither a
@@ -636,6 +685,7 @@ class Store:
         except Exception:  # noqa: BLE001 - an index listing problem: treat as missing
             return False
 
+    @_writing
     def ensure_fts_index(self) -> bool:
         """Create the full-text (BM25) index over chunk text if it is missing; whether the
         index exists now (not while the table is empty).
@@ -664,7 +714,7 @@ class Store:
             return (table.search(text, query_type="fts").select(["id", "_score"])
                     .limit(limit).to_list())
 
-        return self._read(CHUNKS, read)
+        return self._read(KEYWORD_INDEX, read)
 
     # ------------------------------------------------------------------ hygiene
 
@@ -677,6 +727,7 @@ class Store:
                 if folder.is_dir() else 0
         return out
 
+    @_writing
     def optimize(self, keep_seconds: int, force: bool = False) -> bool:
         """Compact small data files and delete versions older than ``keep_seconds``.
 
