@@ -575,9 +575,9 @@ def test_a_new_keystroke_stops_the_running_rerank(indexed, index_embedder, tiny_
             self.passes: list[str] = []
             self.query = ""
 
-        def score(self, query, documents, instruction=None, *, cancel=None):
+        def score(self, query, documents, instruction=None, **kwargs):
             self.query = str(query)
-            return super().score(query, documents, instruction, cancel=cancel)
+            return super().score(query, documents, instruction, **kwargs)
 
         def _run(self, inputs, **kwargs):
             self.passes.append(self.query)

@@ -100,7 +100,8 @@ async def wait(pilot, predicate, what: str, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
         if predicate():
             return
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what} (last error: "
+                         f"{getattr(pilot.app, 'last_error', '')!r})")
 
 
 async def search_and_pin(pilot, query: str, select: str | None = None) -> None:
@@ -109,8 +110,11 @@ async def search_and_pin(pilot, query: str, select: str | None = None) -> None:
     app = pilot.app
     await wait(pilot, lambda: "cpu" in app.model_state, "the model")
     await pilot.press(*query)
+    # Its search must have ended (reranked, or failed): a rerank landing after the pin would
+    # re-sort and move the selection to its first hit.
     await wait(pilot, lambda: app.results is not None and app.results.query == query
-               and app.shown_seq == app.seq, "the app's own results")
+               and app.shown_seq == app.seq and app.final_seq == app.seq,
+               "the app's own search to end")
     filters = app.query_one(FilterBar).read()[0]
     results = app.searcher.retrieve(query, k=20, rerank=False, filters=filters)
     hits = sorted(results.hits, key=lambda h: (h.path, h.modality, h.page or 0,
