@@ -283,18 +283,13 @@ def load_preview(path: str | Path, max_pixels: int) -> "PILImage":
     """``path`` as a picture of at most about ``max_pixels`` for a preview: opened as the
     indexer opens files (a regular file only: never a FIFO that would block, never through a
     symlink) and read with the same bounded decoding.  Raises ParseError or OSError."""
-    import os
-
     from kbterm.models.encoding import VisionLimits
-    from kbterm.safeopen import fd_path, open_checked
+    from kbterm.safeopen import checked_path
 
     limits = VisionLimits(image_min_pixels=min(VisionLimits.image_min_pixels, max_pixels),
                           image_max_pixels=max_pixels)
-    fd = open_checked(str(path))
-    try:
-        return load_image(fd_path(fd), ParseContext(limits=limits))
-    finally:
-        os.close(fd)
+    with checked_path(str(path)) as safe:
+        return load_image(safe, ParseContext(limits=limits))
 
 
 def parse_image(path: Path, ctx: ParseContext) -> Iterator[Section]:
