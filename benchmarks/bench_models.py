@@ -107,7 +107,7 @@ def main() -> None:
             kv_heads=2, vision_hidden=128, vision_depth=2, vision_heads=4, vocab_size=16000,
             training_text=text_path().read_text(encoding="utf-8").splitlines(),
         )
-        spec = ModelSpec("embedder", str(ckpt), device="cpu")
+        spec = ModelSpec("embedder", str(ckpt), device="cpu", dtype="float32")
         items = mixed_items(rng)
         ours = Embedder(spec)  # default batch_tokens (16384)
         lengths = [ours.encode(it).length for it in items]
@@ -121,7 +121,7 @@ def main() -> None:
         emb_diff = float(np.abs(v_ours - v_naive).max())
         ours_calls = calls // (args.repeats + 1)
 
-        rspec = ModelSpec("reranker", str(ckpt), device="cpu")
+        rspec = ModelSpec("reranker", str(ckpt), device="cpu", dtype="float32")
         docs = rerank_documents(rng)
         query = "How do I extract the text of a PDF page with PyMuPDF?"
         batched = Reranker(rspec)

@@ -39,7 +39,7 @@ def main() -> None:
         root = Path(tmp)
         model = build_random_checkpoint(root / "model")
         # Small page images, as in the test suite: the code path is the contract's.
-        embedder = Embedder(ModelSpec("embedder", str(model), device="cpu"),
+        embedder = Embedder(ModelSpec("embedder", str(model), device="cpu", dtype="float32"),
                             limits=VisionLimits(image_max_pixels=16 * 32 * 32))
         embedder.load()
         folder = root / "docs"

@@ -35,12 +35,12 @@ def model_config(model: Path, data: Path, **extra: Any) -> dict[str, Any]:
     """Config dict (for ``config_from_dict``): ``model`` on the CPU in every role, index in
     ``data``."""
     return {"data_dir": str(data),
-            "models": {"device": "cpu", **{r: {"model": str(model)} for r in ROLES}}, **extra}
+            "models": {"device": "cpu", "dtype": "float32", **{r: {"model": str(model)} for r in ROLES}}, **extra}
 
 
 def write_config(path: Path, model: Path, data: Path) -> Path:
     """The same config as a TOML file, for ``kbterm --config``."""
-    path.write_text(f'data_dir = "{data}"\n[models]\ndevice = "cpu"\n'
+    path.write_text(f'data_dir = "{data}"\n[models]\ndevice = "cpu"\ndtype = "float32"\n'
                     + "".join(f'[models.{r}]\nmodel = "{model}"\n' for r in ROLES))
     return path
 

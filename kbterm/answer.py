@@ -25,7 +25,7 @@ from kbterm.retrieval import Filters, Hit, Results, Searcher
 
 if TYPE_CHECKING:
     from kbterm.config import Config
-    from kbterm.models.generator import Evidence, Generator
+    from kbterm.backends.base import AnswerBackend, Evidence
 
 CITATION_RE = re.compile(r"\[(\d{1,3})\]")
 
@@ -102,7 +102,7 @@ def select_evidence(results: Results, config: "Config") -> list[Hit]:
 
 
 def to_evidence(hits: list[Hit], chars: int) -> list["Evidence"]:
-    from kbterm.models.generator import Evidence
+    from kbterm.backends.base import Evidence
 
     out = []
     for n, hit in enumerate(hits, start=1):
@@ -117,15 +117,15 @@ class Asker:
     """Answers questions from the index (reuse it: models and the vector cache stay loaded)."""
 
     def __init__(self, config: "Config", *, searcher: Searcher | None = None,
-                 generator: "Generator | None" = None) -> None:
+                 generator: "AnswerBackend | None" = None) -> None:
         self.config = config
         self.searcher = searcher or Searcher(config)
         self._generator = generator
 
     @property
-    def generator(self) -> "Generator":
+    def generator(self) -> "AnswerBackend":
         if self._generator is None:
-            from kbterm.models.registry import get_generator
+            from kbterm.backends import get_generator
 
             self._generator = get_generator(self.config)
         return self._generator
@@ -154,12 +154,12 @@ class Asker:
 
     def stream(self, answer: Answer, cancel: threading.Event | None = None) -> Iterator[str]:
         """Generate the answer, yielding text as it comes (fills ``answer.text``)."""
-        from kbterm.models.generator import GenerationStream
+        from kbterm.backends.base import GenerationStream
 
         t = time.perf_counter()
         evidence = to_evidence(answer.evidence, self.config.ask.evidence_chars)
         try:
-            self.generator.load()
+            self.generator.warm()
         except ModelNotAvailable as exc:
             model = self.config.models.generator.model
             raise GeneratorMissing(

@@ -38,13 +38,24 @@ class LibraryConfig:
     folders: list[str] = field(default_factory=list)
 
 
+BACKENDS = ("auto", "local", "server")
+URL_RE = re.compile(r"^(https?://[^/\s]+(/\S*)?|unix:///\S+)$")
+
+
 @dataclass
 class ModelRoleConfig:
-    """What every model role has: a checkpoint and (optionally) its own device and dtype."""
+    """What every model role has: a checkpoint, where it runs, and (for a server) how to
+    reach it."""
 
     model: str = ""
     device: str = ""  # "" = models.device
     dtype: str = ""  # "" = models.dtype
+    backend: str = "auto"  # auto: a running kbterm serve, else in process; local; server
+    url: str = ""  # the server (backend = "server")
+    served_name: str = ""  # the model's name on the server ("" = the one it lists)
+    api_key_env: str = ""  # environment variable holding the server's API key
+    timeout_seconds: float = 120.0
+    retries: int = 2
 
 
 @dataclass
@@ -57,6 +68,7 @@ class EmbedderConfig(ModelRoleConfig):
     query_instruction: str = DEFAULT_QUERY_INSTRUCTION
     batch_tokens: int = 16384
     max_length: int = 8192
+    in_flight: int = 8  # requests a server backend keeps in flight
 
 
 @dataclass
@@ -138,6 +150,23 @@ class WatchConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``kbterm serve``: this machine's models behind vLLM's API, shared by every kbterm."""
+
+    host: str = "127.0.0.1"
+    port: int = 8470
+    socket: bool = False  # listen on a Unix socket in the data folder instead of TCP
+    api_key_env: str = ""  # required for any bind other than loopback or the socket
+    roles: list[str] = field(default_factory=lambda: ["embedder", "reranker", "generator"])
+    max_request_mb: float = 64.0
+    max_documents: int = 256
+    max_image_pixels: int = 64_000_000
+    batch_wait_ms: float = 5.0
+    max_batch_items: int = 64
+    log_file: str = ""
+
+
+@dataclass
 class SearchConfig:
     """How many candidates retrieval keeps and the reranker sees."""
 
@@ -176,6 +205,7 @@ class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     indexing: IndexingConfig = field(default_factory=IndexingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     ask: AskConfig = field(default_factory=AskConfig)
     tui: TuiConfig = field(default_factory=TuiConfig)
@@ -185,6 +215,13 @@ class Config:
     def data_path(self) -> Path:
         """The folder holding the index (``KBTERM_DATA_DIR`` overrides ``data_dir``)."""
         return resolve_data_dir(self.data_dir)
+
+    @property
+    def serve_log_path(self) -> Path:
+        """The log file of a detached ``kbterm serve``."""
+        if self.serve.log_file:
+            return Path(self.serve.log_file).expanduser()
+        return self.data_path / "serve.log"
 
     @property
     def watch_log_path(self) -> Path:
@@ -326,6 +363,41 @@ def _check_values(config: Config, where: str) -> None:
     for name, role in roles.items():
         if not role.model.strip():
             raise bad(f"models.{name}.model", "must name a Hugging Face model id or a local folder")
+        if role.backend not in BACKENDS:
+            raise bad(f"models.{name}.backend",
+                      f"must be one of {', '.join(BACKENDS)}, not {role.backend!r}")
+        if role.url and not URL_RE.match(role.url):
+            raise bad(f"models.{name}.url",
+                      f"must be http://host:port, https://… or unix:///path, not {role.url!r}")
+        if role.backend == "server" and not role.url:
+            raise bad(f"models.{name}.url", "must be set when backend is \"server\" "
+                      "(for example http://gpu-box:8000)")
+        if role.timeout_seconds <= 0:
+            raise bad(f"models.{name}.timeout_seconds", "must be above 0")
+        if not 0 <= role.retries <= 10:
+            raise bad(f"models.{name}.retries", f"must be between 0 and 10, not {role.retries}")
+        if role.api_key_env and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", role.api_key_env):
+            raise bad(f"models.{name}.api_key_env", "must name an environment variable (the "
+                      "key itself never goes in the config file)")
+    if not 1 <= m.embedder.in_flight <= 256:
+        raise bad("models.embedder.in_flight",
+                  f"must be between 1 and 256, not {m.embedder.in_flight}")
+    sv = config.serve
+    if not 0 <= sv.port <= 65535:
+        raise bad("serve.port", f"must be between 0 and 65535, not {sv.port}")
+    unknown = [r for r in sv.roles if r not in roles]
+    if unknown or not sv.roles:
+        raise bad("serve.roles", "must list some of embedder, reranker, generator")
+    for key, value in [("serve.max_request_mb", sv.max_request_mb),
+                       ("serve.max_documents", sv.max_documents),
+                       ("serve.max_image_pixels", sv.max_image_pixels),
+                       ("serve.max_batch_items", sv.max_batch_items)]:
+        if value <= 0:
+            raise bad(key, "must be above 0")
+    if not 0 <= sv.batch_wait_ms <= 1000:
+        raise bad("serve.batch_wait_ms", f"must be between 0 and 1000, not {sv.batch_wait_ms:g}")
+    if sv.api_key_env and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", sv.api_key_env):
+        raise bad("serve.api_key_env", "must name an environment variable")
     dim = m.embedder.dimension
     if dim != 0 and dim < 64:
         raise bad("models.embedder.dimension", f"must be 0 (full size) or at least 64, not {dim}")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
+from kbterm.backends.probe import ProbeResult
 from kbterm.config import Config
+from kbterm.errors import KbtermError
 from kbterm.models.registry import model_spec
 from kbterm.models.runtime import ROLES, cached_model_path, choose_runtime, fetch_command
 
@@ -20,10 +23,16 @@ class ModelStatus:
     device: str
     dtype: str
     attention: str
+    backend: str = "local"  # "local" or "server"
+    host: str = "in process"  # "in process", "kbterm serve" or "server"
+    url: str = ""
+    why: str = ""  # why this backend
+    runtime_why: str = ""  # why this device and dtype
+    latency_s: float | None = None  # expected latency of one call (cached measurement)
 
     @property
     def available(self) -> bool:
-        return self.local_path is not None
+        return self.local_path is not None or self.backend == "server"
 
 
 @dataclass
@@ -34,6 +43,7 @@ class Report:
     packages: dict[str, str]
     cuda: bool
     models: list[ModelStatus]
+    probes: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -45,6 +55,7 @@ class Report:
             "models": [
                 {**m.__dict__, "available": m.available} for m in self.models
             ],
+            "servers": [p.__dict__ for p in self.probes],
         }
 
 
@@ -66,22 +77,48 @@ def config_file_line(config: Config, explicit: str | None = None) -> str:
             "it, or copy config.example.toml there)")
 
 
-def diagnose(config: Config, explicit_config: str | None = None) -> Report:
-    """Gather the report (imports torch to ask for CUDA; loads no model)."""
+def diagnose(config: Config, explicit_config: str | None = None, *,
+             probe_servers: bool = True) -> Report:
+    """Gather the report: the local runtime each role would get, or the server it uses (which
+    is probed; imports torch to ask for CUDA; loads no model)."""
     import torch
 
+    from kbterm.backends import choose, get_embedder, get_generator, get_reranker
+    from kbterm.backends.latency import expected
+    from kbterm.backends.probe import probe
+
     cuda = torch.cuda.is_available()
-    statuses = []
+    getters = {"embedder": get_embedder, "reranker": get_reranker, "generator": get_generator}
+    statuses, probes = [], []
     for role in ROLES:
         spec = model_spec(config, role)
         local = cached_model_path(spec.model, spec.source)
+        choice = choose(config, role)
         rt = choose_runtime(spec.device, spec.dtype, has_cuda=cuda)
-        statuses.append(
-            ModelStatus(role, spec.model, str(local) if local else None,
-                        rt.device, rt.dtype, rt.attn_implementation)
-        )
+        status = ModelStatus(role, spec.model, str(local) if local else None,
+                             rt.device, rt.dtype, rt.attn_implementation, choice.backend,
+                             choice.kind, choice.url, choice.why, rt.reason)
+        if choice.backend == "server":
+            backend = getters[role](config)
+            status.attention = ""
+            try:
+                host = backend.host()
+            except KbtermError as exc:
+                status.device = status.dtype = ""
+                probes.append(ProbeResult(role, False, [str(exc)]))
+            else:
+                status.device, status.dtype, status.runtime_why = host.device, host.dtype, host.why
+                status.latency_s = expected(config.data_path, role, host)
+                if probe_servers:
+                    probes.append(probe(role, backend, config.models.embedder.query_instruction))
+        else:
+            from kbterm.backends.base import Host
+
+            status.latency_s = expected(config.data_path, role,
+                                        Host("in process", spec.model, rt.device, rt.dtype))
+        statuses.append(status)
     packages = {n: _version(n) for n in ("torch", "transformers", "lancedb", "textual",
-                                          "qwen-vl-utils", "flash-attn")}
+                                          "qwen-vl-utils", "flash-attn", "uvicorn", "httpx")}
     return Report(
         config_file=config_file_line(config, explicit_config),
         data_dir=str(config.data_path),
@@ -89,11 +126,14 @@ def diagnose(config: Config, explicit_config: str | None = None) -> Report:
         packages=packages,
         cuda=cuda,
         models=statuses,
+        probes=probes,
     )
 
 
 def render(report: Report) -> str:
     """The report as text for a terminal."""
+    from kbterm.backends.latency import describe
+
     lines = [
         f"config file   {report.config_file}",
         f"data dir      {report.data_dir}",
@@ -104,10 +144,27 @@ def render(report: Report) -> str:
         "models",
     ]
     for m in report.models:
-        where = m.local_path if m.available else f"not downloaded (fetch: {fetch_command(m.role)})"
         lines.append(f"  {m.role:<10} {m.model}")
-        lines.append(f"  {'':<10} {where}")
-        lines.append(f"  {'':<10} runs on {m.device}, {m.dtype}, attention {m.attention}")
+        if m.backend == "server":
+            runtime = ", ".join(p for p in (m.device, m.dtype) if p) or "runtime not reported"
+            lines.append(f"  {'':<10} {m.host} at {m.url} ({m.why})")
+            lines.append(f"  {'':<10} runs on {runtime}")
+        else:
+            where = m.local_path if m.available else \
+                f"not downloaded (fetch: {fetch_command(m.role)})"
+            lines.append(f"  {'':<10} {where}")
+            lines.append(f"  {'':<10} in process ({m.why})")
+            lines.append(f"  {'':<10} runs on {m.device}, {m.dtype}, attention {m.attention}")
+        if m.runtime_why:
+            lines.append(f"  {'':<10} why: {m.runtime_why}")
+        lines.append(f"  {'':<10} expected latency {describe(m.latency_s)}")
+    if report.probes:
+        lines += ["", "servers"]
+        for p in report.probes:
+            verdict = "ok" if p.ok else "LOOKS WRONG" if p.facts else "error"
+            lines.append(f"  {p.role:<10} {verdict}" + (f": {'; '.join(p.facts)}" if p.facts
+                                                       else ""))
+            lines.extend(f"  {'':<10} ! {f}" for f in p.findings)
     return "\n".join(lines)
 
 
@@ -119,36 +176,33 @@ class LoadCheck:
 
 
 def check_loading(config: Config) -> list[LoadCheck]:
-    """Load each configured model and run one tiny inference with it (downloads if allowed)."""
+    """Load each configured model (or reach its server), run one tiny inference, and measure
+    the role's everyday call on this host (cached for the doctor, the TUI and the indexer)."""
     import time
 
-    from kbterm.errors import KbtermError
-    from kbterm.models.registry import get_embedder, get_generator, get_reranker
+    from kbterm.backends import get_embedder, get_generator, get_reranker
+    from kbterm.backends.latency import describe, measure_and_record
 
-    smoke = {
-        "embedder": lambda: get_embedder(config).embed(["kbterm"]).shape[1],
-        "reranker": lambda: get_reranker(config).score("kbterm", ["a terminal tool"])[0],
-        "generator": lambda: "".join(get_generator(config).stream("Say hello.", [],
-                                                                  max_new_tokens=4)),
-    }
     getters = {"embedder": get_embedder, "reranker": get_reranker, "generator": get_generator}
+    query = config.models.embedder.query_instruction
     results = []
     for role in ROLES:
-        model = getters[role](config)
+        backend = getters[role](config)
         try:
             start = time.perf_counter()
-            model.load()
+            backend.warm()
             loaded = time.perf_counter()
-            smoke[role]()
-            ran = time.perf_counter()
+            seconds = measure_and_record(config.data_path, role, backend, query)
+            host = backend.host()
         except KbtermError as exc:
             results.append(LoadCheck(role, False, str(exc)))
             continue
         finally:
-            model.release()
+            backend.release()
+        verb = "loaded" if host.kind == "in process" else "reached"
         results.append(LoadCheck(
             role, True,
-            f"loaded in {loaded - start:.1f} s, first call {ran - loaded:.2f} s "
-            f"({model.runtime.device}, {model.runtime.dtype})",
+            f"{verb} in {loaded - start:.1f} s, one call {describe(seconds)} "
+            f"({host.describe()})",
         ))
     return results

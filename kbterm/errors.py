@@ -27,3 +27,13 @@ class Cancelled(Exception):
     """Work stopped because its caller no longer wants the result (a newer keystroke).
 
     Not a :class:`KbtermError`: it is control flow, never shown as an error."""
+
+
+class BackendUnavailable(KbtermError):
+    """A model host (a ``kbterm serve`` or a vLLM server) is down, unreachable, refuses the
+    API key or answers with a server error: the work waits, nothing is lost."""
+
+
+class BackendProtocolError(BackendUnavailable):
+    """A model host answered, but not with what its API documents (a wrong URL, another
+    program on that port, a server bug)."""

@@ -49,7 +49,7 @@ from kbterm.store import (
 if TYPE_CHECKING:
     from kbterm.config import Config
     from kbterm.ingest.chunking import Chunker
-    from kbterm.models.embedder import Embedder
+    from kbterm.backends.base import EmbeddingBackend
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class Indexer:
         self,
         config: "Config",
         *,
-        embedder: "Embedder | None" = None,
+        embedder: "EmbeddingBackend | None" = None,
         progress: ProgressFn | None = None,
         command: str = "kbterm index",
     ) -> None:
@@ -213,9 +213,9 @@ class Indexer:
     # ------------------------------------------------------------------ models
 
     @property
-    def embedder(self) -> "Embedder":
+    def embedder(self) -> "EmbeddingBackend":
         if self._embedder is None:
-            from kbterm.models.registry import get_embedder
+            from kbterm.backends import get_embedder
 
             self._embedder = get_embedder(self.config)
         return self._embedder
@@ -225,11 +225,11 @@ class Indexer:
         if self._chunker is None:
             from kbterm.ingest.chunking import Chunker
 
-            self._chunker = Chunker(self.embedder.tokenizer)
+            self._chunker = Chunker(self.embedder.tokenizer())
         return self._chunker
 
     def _calls(self) -> int:
-        return self._embedder.forward_calls if self._embedder is not None else 0
+        return self._embedder.calls if self._embedder is not None else 0
 
     # ------------------------------------------------------------------ the run
 
@@ -374,8 +374,7 @@ class Indexer:
         embedder, self._chunker = self._embedder, None
         if embedder is None or not embedder.loaded:
             return False
-        embedder.release()
-        return True
+        return embedder.release()
 
     def _run(self, roots: list[str], dirty: Sequence[str] | None, summary: Summary,
              retry_failed: bool, optimize: bool, hash_all: bool = False) -> None:

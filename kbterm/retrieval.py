@@ -40,8 +40,7 @@ from kbterm.vectors import VectorCache, nearest
 
 if TYPE_CHECKING:
     from kbterm.config import Config
-    from kbterm.models.embedder import Embedder
-    from kbterm.models.reranker import Reranker
+    from kbterm.backends.base import EmbeddingBackend, RerankBackend
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +209,8 @@ class Results:
 class Searcher:
     """Searches the index of ``config``'s data folder (reuse it: it keeps the vectors mapped)."""
 
-    def __init__(self, config: "Config", *, embedder: "Embedder | None" = None,
-                 reranker: "Reranker | None" = None) -> None:
+    def __init__(self, config: "Config", *, embedder: "EmbeddingBackend | None" = None,
+                 reranker: "RerankBackend | None" = None) -> None:
         self.config = config
         self.store = Store(config.data_path)
         self.cache = VectorCache(self.store)
@@ -236,17 +235,17 @@ class Searcher:
     # ------------------------------------------------------------------ models
 
     @property
-    def embedder(self) -> "Embedder":
+    def embedder(self) -> "EmbeddingBackend":
         if self._embedder is None:
-            from kbterm.models.registry import get_embedder
+            from kbterm.backends import get_embedder
 
             self._embedder = get_embedder(self.config)
         return self._embedder
 
     @property
-    def reranker(self) -> "Reranker":
+    def reranker(self) -> "RerankBackend":
         if self._reranker is None:
-            from kbterm.models.registry import get_reranker
+            from kbterm.backends import get_reranker
 
             self._reranker = get_reranker(self.config)
         return self._reranker

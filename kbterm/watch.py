@@ -51,7 +51,7 @@ from kbterm.watchstate import (
 
 if TYPE_CHECKING:
     from kbterm.config import Config
-    from kbterm.models.embedder import Embedder
+    from kbterm.backends.base import EmbeddingBackend
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Watcher:
         config: "Config",
         folders: Sequence[str | Path] | None = None,
         *,
-        embedder: "Embedder | None" = None,
+        embedder: "EmbeddingBackend | None" = None,
         on_state: StateFn | None = None,
         log_file: str | None = None,
     ) -> None:

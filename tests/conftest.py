@@ -34,7 +34,7 @@ def embedder(tiny_model_dir):
     from kbterm.models.base import ModelSpec
     from kbterm.models.embedder import Embedder
 
-    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), device="cpu"))
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), device="cpu", dtype="float32"))
     model.load()
     return model
 
@@ -44,7 +44,7 @@ def reranker(tiny_model_dir):
     from kbterm.models.base import ModelSpec
     from kbterm.models.reranker import Reranker
 
-    model = Reranker(ModelSpec("reranker", str(tiny_model_dir), device="cpu"))
+    model = Reranker(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32"))
     model.load()
     return model
 
@@ -54,7 +54,7 @@ def generator(tiny_model_dir):
     from kbterm.models.base import ModelSpec
     from kbterm.models.generator import Generator
 
-    model = Generator(ModelSpec("generator", str(tiny_model_dir), device="cpu"), max_new_tokens=16)
+    model = Generator(ModelSpec("generator", str(tiny_model_dir), device="cpu", dtype="float32"), max_new_tokens=16)
     model.load()
     return model
 
@@ -74,7 +74,7 @@ def write_config_file(path: Path, model_dir: Path, extra: str = "",
     head = f'data_dir = "{data_dir}"\n' if data_dir else ""
     roles = "".join(f'[models.{role}]\nmodel = "{model_dir}"\n'
                     for role in ("embedder", "reranker", "generator")) + generator
-    path.write_text(f'{head}[models]\ndevice = "cpu"\n{roles}{extra}\n')
+    path.write_text(f'{head}[models]\ndevice = "cpu"\ndtype = "float32"\n{roles}{extra}\n')
     return path
 
 
@@ -105,6 +105,6 @@ def index_embedder(index_model_dir):
 
     limits = VisionLimits(image_max_pixels=16 * 32 * 32, frame_max_pixels=4 * 32 * 32,
                           total_pixels=64 * 32 * 32)
-    model = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu"), limits=limits)
+    model = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu", dtype="float32"), limits=limits)
     model.load()
     return model

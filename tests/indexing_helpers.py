@@ -23,7 +23,7 @@ def make_config(model_dir: Path, data_dir: Path, folders: list[Path] | None = No
         "data_dir": str(data_dir),
         "library": {"folders": [str(f) for f in folders or []]},
         "models": {
-            "device": "cpu",
+            "device": "cpu", "dtype": "float32",
             "embedder": {"model": str(model_dir)},
             "reranker": {"model": str(model_dir)},
             "generator": {"model": str(model_dir)},

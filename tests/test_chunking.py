@@ -9,7 +9,7 @@ from kbterm.ingest.chunking import Chunker
 
 @pytest.fixture(scope="module")
 def chunker(index_embedder):
-    return Chunker(index_embedder.tokenizer)
+    return Chunker(index_embedder.tokenizer())
 
 
 def count(chunker, text):

@@ -80,7 +80,7 @@ def test_doctor_load_runs_every_model(tmp_path, tiny_model_dir):
 def test_offline_missing_model_is_one_line_with_the_fetch_command(tmp_path, tiny_model_dir):
     config = tmp_path / "config.toml"
     config.write_text(
-        "[models]\ndevice = \"cpu\"\n"
+        "[models]\ndevice = \"cpu\"\ndtype = \"float32\"\n"
         "[models.embedder]\nmodel = \"Qwen/Qwen3-VL-Embedding-2B\"\n"
         f"[models.reranker]\nmodel = \"{tiny_model_dir}\"\n"
         f"[models.generator]\nmodel = \"{tiny_model_dir}\"\n"

@@ -49,7 +49,7 @@ def test_vector_does_not_depend_on_batch_mates_or_order(embedder, mixed):
 def test_batches_follow_the_token_budget(tiny_model_dir, mixed):
     from kbterm.models.encoding import plan_batches
 
-    model = Embedder(ModelSpec("embedder", str(tiny_model_dir)))
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"))
     encoded = [model.encode(item) for item in mixed]
     lengths = [e.length for e in encoded]
     budget = 2 * max(lengths)
@@ -110,9 +110,9 @@ def test_empty_inputs(embedder):
 
 
 def test_over_long_input_keeps_special_tokens(tiny_model_dir, corpus):
-    model = Embedder(ModelSpec("embedder", str(tiny_model_dir)), max_length=64)
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"), max_length=64)
     long_text = "the quick brown fox jumps over the lazy dog " * 200
-    full = Embedder(ModelSpec("embedder", str(tiny_model_dir)), max_length=100_000)
+    full = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"), max_length=100_000)
     item = [long_text, corpus / "images" / "photo_2.jpg"]
     untruncated = full.encode(item)
     enc = model.encode(item)
@@ -131,14 +131,14 @@ def test_over_long_input_keeps_special_tokens(tiny_model_dir, corpus):
 
 
 def test_mrl_dimension_is_a_prefix_renormalised(tiny_model_dir, embedder):
-    small = Embedder(ModelSpec("embedder", str(tiny_model_dir)), dimension=32)
+    small = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"), dimension=32)
     texts = ["one", "two three", "four five six"]
     full = embedder.embed(texts)
     short = small.embed(texts)
     assert short.shape == (3, 32) and small.dimension == 32
     expected = full[:, :32] / np.linalg.norm(full[:, :32], axis=1, keepdims=True)
     assert np.abs(short - expected).max() <= TOL
-    too_big = Embedder(ModelSpec("embedder", str(tiny_model_dir)), dimension=128)
+    too_big = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"), dimension=128)
     with pytest.raises(Exception, match="dimension 128"):
         too_big.load()
 
@@ -153,7 +153,7 @@ def test_unreadable_image_is_a_clear_error(embedder, tmp_path):
 
 
 def test_release_and_reload(tiny_model_dir):
-    model = Embedder(ModelSpec("embedder", str(tiny_model_dir)))
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"))
     before = model.embed(["same text"])
     model.release()
     assert not model.loaded
@@ -166,7 +166,7 @@ def test_long_lists_are_encoded_in_windows_with_progress(tiny_model_dir, mixed, 
     from kbterm.models.base import WINDOW_BUDGETS
 
     reference = embedder.embed(mixed)
-    model = Embedder(ModelSpec("embedder", str(tiny_model_dir)), batch_tokens=256)
+    model = Embedder(ModelSpec("embedder", str(tiny_model_dir), dtype="float32"), batch_tokens=256)
     lengths = [model.encode(item).length for item in mixed]
     assert sum(lengths) > 3 * WINDOW_BUDGETS * 256  # several windows
     seen = []

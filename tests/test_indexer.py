@@ -179,7 +179,7 @@ def test_model_change_is_detected_and_rebuild_reembeds(tmp_path, notes, index_mo
     from kbterm.models.base import ModelSpec
     from kbterm.models.embedder import Embedder
 
-    embedder = Embedder(ModelSpec("embedder", str(other_dir), device="cpu"),
+    embedder = Embedder(ModelSpec("embedder", str(other_dir), device="cpu", dtype="float32"),
                         limits=index_embedder.limits)
     summary = Indexer(other, embedder=embedder).run(rebuild=True)
     assert summary.indexed == 4 and summary.embedded > 0

@@ -42,7 +42,7 @@ def test_batched_scores_equal_single_pair_scores(reranker, documents, corpus, qu
 
 
 def test_twenty_documents_batched_with_a_shared_prefix(tiny_model_dir):
-    spec = ModelSpec("reranker", str(tiny_model_dir))
+    spec = ModelSpec("reranker", str(tiny_model_dir), dtype="float32")
     docs = [f"document number {i} " + "words " * (i % 4) for i in range(20)]
     query = "which document talks about the quarterly report?"
     model = Reranker(spec)
@@ -91,8 +91,8 @@ def test_message_format_follows_the_contract(reranker, corpus):
 
 
 def test_over_long_pair_keeps_generation_prompt_and_special_tokens(tiny_model_dir, corpus):
-    model = Reranker(ModelSpec("reranker", str(tiny_model_dir)), max_length=80)
-    full = Reranker(ModelSpec("reranker", str(tiny_model_dir)), max_length=100_000)
+    model = Reranker(ModelSpec("reranker", str(tiny_model_dir), dtype="float32"), max_length=80)
+    full = Reranker(ModelSpec("reranker", str(tiny_model_dir), dtype="float32"), max_length=100_000)
     doc = ["lots of words " * 300, corpus / "images" / "photo_1.jpg"]
     enc, ref = model.encode("query", doc), full.encode("query", doc)
     assert enc.truncated and not ref.truncated

@@ -160,7 +160,7 @@ def test_image_query(searcher, library, index_embedder, corpus):
 
 def test_fallback_to_keywords_when_the_embedder_cannot_load(library, tmp_path):
     config, _ = library
-    broken = Embedder(ModelSpec("embedder", str(tmp_path / "no-such-model"), device="cpu"))
+    broken = Embedder(ModelSpec("embedder", str(tmp_path / "no-such-model"), device="cpu", dtype="float32"))
     results = Searcher(config, embedder=broken).search("xylophonic", k=5, rerank=False)
     assert len(results.warnings) == 1 and "keyword matches only" in results.warnings[0]
     assert [os.path.basename(h.path) for h in results.hits] == ["xylo.txt"]
@@ -376,7 +376,7 @@ def test_rerank_stops_before_the_next_batch_once_cancelled(library, searcher, ti
             return super()._run(inputs, **kwargs)
 
     config, _ = library
-    spec = ModelSpec("reranker", str(tiny_model_dir), device="cpu")
+    spec = ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32")
     # One pair per batch and no shared-prefix pass: each candidate is its own forward pass.
     full = Counting(spec, batch_tokens=1)
     full.share_prefix = False

@@ -18,7 +18,7 @@ from kbterm.models.runtime import (
 @pytest.mark.parametrize(
     ("device", "dtype", "cuda", "flash", "expected"),
     [
-        ("auto", "auto", False, False, ("cpu", "float32", "sdpa")),
+        ("auto", "auto", False, False, ("cpu", "float32", "sdpa")),  # a CPU without bf16
         ("auto", "auto", True, False, ("cuda", "bfloat16", "sdpa")),
         ("auto", "auto", True, True, ("cuda", "bfloat16", "flash_attention_2")),
         ("cuda:1", "auto", True, True, ("cuda:1", "bfloat16", "flash_attention_2")),
@@ -29,16 +29,49 @@ from kbterm.models.runtime import (
     ],
 )
 def test_choose_runtime(device, dtype, cuda, flash, expected):
-    rt = choose_runtime(device, dtype, has_cuda=cuda, has_flash_attn=flash)
+    rt = choose_runtime(device, dtype, has_cuda=cuda, has_mps=False, has_flash_attn=flash,
+                        bf16_flag=None)
     assert (rt.device, rt.dtype, rt.attn_implementation) == expected
+    assert rt.reason  # doctor says why
 
 
-def test_auto_on_this_machine_is_cpu_float32():
+@pytest.mark.parametrize(
+    ("flag", "mps", "expected", "why"),
+    [
+        ("avx512_bf16", False, ("cpu", "bfloat16"), "native bf16 (avx512_bf16)"),
+        ("amx_bf16", False, ("cpu", "bfloat16"), "native bf16 (amx_bf16)"),
+        (None, False, ("cpu", "float32"), "bfloat16 is emulated"),
+        (None, True, ("mps", "float16"), "half precision on MPS"),
+    ],
+)
+def test_auto_picks_the_fastest_dtype_of_the_device(flag, mps, expected, why):
+    rt = choose_runtime(has_cuda=False, has_mps=mps, bf16_flag=flag)
+    assert (rt.device, rt.dtype) == expected
+    assert why in rt.reason
+    # A configured dtype always wins, and the reason says so.
+    fixed = choose_runtime("cpu", "float32", bf16_flag=flag)
+    assert fixed.dtype == "float32" and "dtype float32 is configured" in fixed.reason
+
+
+def test_cpu_flags_are_read_from_cpuinfo():
+    from kbterm.models.runtime import cpu_flags, cpu_native_bf16
+
+    info = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n"
+    assert cpu_native_bf16(cpu_flags(info)) == "avx512_bf16"
+    assert cpu_native_bf16(cpu_flags("flags : fpu sse avx2\n")) is None
+    assert cpu_flags("Features : fp asimd bf16\n") == {"fp", "asimd", "bf16"}
+
+
+def test_auto_on_this_machine_follows_its_cpu():
     import torch
+
+    from kbterm.models.runtime import cpu_native_bf16
 
     rt = choose_runtime()
     if not torch.cuda.is_available():
-        assert (rt.device, rt.dtype, rt.attn_implementation) == ("cpu", "float32", "sdpa")
+        native = cpu_native_bf16()
+        assert rt.device == "cpu"
+        assert rt.dtype == ("bfloat16" if native else "float32")
     assert rt.torch_dtype() in (torch.float32, torch.bfloat16)
 
 
@@ -69,7 +102,7 @@ def test_missing_or_wrong_local_folder(tmp_path):
     with pytest.raises(ModelNotAvailable, match="has no config.json"):
         resolve_model(str(tmp_path), "reranker")
     (tmp_path / "config.json").write_text("{}")
-    model = Embedder(ModelSpec("embedder", str(tmp_path)))
+    model = Embedder(ModelSpec("embedder", str(tmp_path), dtype="float32"))
     with pytest.raises(ModelLoadError, match="cannot load embedder model from"):
         model.load()
 
@@ -82,7 +115,7 @@ def test_registry_gives_one_lazy_model_per_role_and_settings(tiny_model_dir):
     from kbterm.config import config_from_dict
     from kbterm.models import get_embedder, get_generator, get_reranker, release_all
 
-    raw = {"models": {"device": "cpu", "embedder": {"model": str(tiny_model_dir)},
+    raw = {"models": {"device": "cpu", "dtype": "float32", "embedder": {"model": str(tiny_model_dir)},
                       "reranker": {"model": str(tiny_model_dir)},
                       "generator": {"model": str(tiny_model_dir), "dtype": "float32"}}}
     config = config_from_dict(raw)
@@ -94,7 +127,8 @@ def test_registry_gives_one_lazy_model_per_role_and_settings(tiny_model_dir):
         "model": str(tiny_model_dir), "dimension": 64}}})
     assert get_embedder(other) is not embedder
     reranker, generator = get_reranker(config), get_generator(config)
-    assert reranker.spec.device == "cpu" and generator.spec.dtype == "float32"
     reranker.load()
+    host = reranker.host()
+    assert (host.kind, host.device, host.dtype) == ("in process", "cpu", "float32")
     release_all()
     assert not embedder.loaded and not reranker.loaded and not generator.loaded

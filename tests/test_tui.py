@@ -213,7 +213,7 @@ def test_missing_model_falls_back_to_keywords(indexed, tmp_path):
     from kbterm.models.base import ModelSpec
     from kbterm.models.embedder import Embedder
 
-    broken = Embedder(ModelSpec("embedder", str(tmp_path / "no-model"), device="cpu"))
+    broken = Embedder(ModelSpec("embedder", str(tmp_path / "no-model"), device="cpu", dtype="float32"))
     config = replace(indexed, search=replace(indexed.search, rerank=0))
     searcher = Searcher(config, embedder=broken)
 
@@ -240,7 +240,7 @@ def test_missing_reranker_keeps_the_fused_list_and_says_why(indexed, index_embed
     from kbterm.models.base import ModelSpec
     from kbterm.models.reranker import Reranker
 
-    broken = Reranker(ModelSpec("reranker", str(tmp_path / "no-reranker"), device="cpu"))
+    broken = Reranker(ModelSpec("reranker", str(tmp_path / "no-reranker"), device="cpu", dtype="float32"))
     searcher = Searcher(indexed, embedder=index_embedder, reranker=broken)
 
     async def scenario() -> None:
@@ -337,7 +337,7 @@ def long_generator(tiny_model_dir):
     from kbterm.models.base import ModelSpec
     from kbterm.models.generator import Generator
 
-    model = Generator(ModelSpec("generator", str(tiny_model_dir), device="cpu"),
+    model = Generator(ModelSpec("generator", str(tiny_model_dir), device="cpu", dtype="float32"),
                       max_new_tokens=5000)
     model.load()
     return model
@@ -585,7 +585,7 @@ def test_a_new_keystroke_stops_the_running_rerank(indexed, index_embedder, tiny_
             self.release.wait(30)
             return super()._run(inputs, **kwargs)
 
-    reranker = Blocking(ModelSpec("reranker", str(tiny_model_dir), device="cpu"),
+    reranker = Blocking(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32"),
                         batch_tokens=1)  # one candidate per forward pass
     reranker.share_prefix = False
     # (A long debounce: "rop" must not be searched on its own on a busy machine.)
@@ -649,7 +649,7 @@ def test_missing_answer_model_is_said_in_the_answer_pane(indexed, index_embedder
     from kbterm.models.base import ModelSpec
     from kbterm.models.generator import Generator
 
-    missing = Generator(ModelSpec("generator", str(tmp_path / "no-such-model"), device="cpu"))
+    missing = Generator(ModelSpec("generator", str(tmp_path / "no-such-model"), device="cpu", dtype="float32"))
     app = answer_app(indexed, index_embedder, reranker, missing)
 
     async def scenario() -> None:
@@ -680,7 +680,7 @@ def test_an_answer_asked_while_reranking_waits_for_the_reranker(indexed, index_e
 
     config = replace(indexed, ask=replace(indexed.ask, min_rerank_score=0.0))
     searcher = Searcher(config, embedder=index_embedder,
-                        reranker=Slow(ModelSpec("reranker", str(tiny_model_dir), device="cpu")))
+                        reranker=Slow(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32")))
     app = make_app(config, searcher=searcher,
                     asker=Asker(config, searcher=searcher, generator=generator))
 

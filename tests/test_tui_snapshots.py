@@ -76,7 +76,7 @@ def home(tmp_path_factory, corpus, index_model_dir):
     config = make_config(model, home / "data", [library])
     limits = VisionLimits(image_max_pixels=16 * 32 * 32, frame_max_pixels=4 * 32 * 32,
                           total_pixels=64 * 32 * 32)
-    embedder = Embedder(ModelSpec("embedder", str(model), device="cpu"), limits=limits)
+    embedder = Embedder(ModelSpec("embedder", str(model), device="cpu", dtype="float32"), limits=limits)
     embedder.load()
     run_index(config, embedder=embedder)
     return home, config, embedder

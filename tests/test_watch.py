@@ -52,7 +52,7 @@ def watch_config(model_dir: Path, data: Path, folders: list[Path], **watch: Any)
            "unload_models_after_seconds": 0.0, **watch}
     return config_from_dict({
         "data_dir": str(data), "library": {"folders": [str(f) for f in folders]},
-        "models": {"device": "cpu", **{r: {"model": str(model_dir)}
+        "models": {"device": "cpu", "dtype": "float32", **{r: {"model": str(model_dir)}
                                        for r in ("embedder", "reranker", "generator")}},
         "indexing": {"keep_versions_seconds": 0}, "watch": raw,
     })

@@ -1,7 +1,7 @@
 """The ``kbterm`` command: a thin click layer over the headless core.
 
 One module per group of commands (``setup``: doctor, pull, folders; ``indexing``: index,
-status; ``search``: search, ask; ``watch``).  Library errors (:class:`~kbterm.errors.KbtermError`)
+status; ``search``: search, ask; ``watch``; ``serve``).  Library errors (:class:`~kbterm.errors.KbtermError`)
 are printed as one line on stderr, without a traceback.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from kbterm.cli import indexing, search, setup, watch  # noqa: F401 - they register commands
+from kbterm.cli import indexing, search, serve, setup, watch  # noqa: F401 - they register commands
 from kbterm.cli.base import cli, echo
 from kbterm.errors import KbtermError
 from kbterm.textsafe import visible

@@ -13,6 +13,7 @@ from kbterm.errors import Cancelled, ModelLoadError
 from kbterm.models.runtime import Runtime, choose_runtime, resolve_model
 
 if TYPE_CHECKING:
+    from kbterm.backends.base import Host
     from kbterm.models.encoding import Encoded, Encoder, VisionLimits
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,32 @@ class LazyModel:
     def loaded(self) -> bool:
         return self._loaded
 
+    # The backend interface (kbterm.backends.base): what consumers use, and nothing else.
+
+    @property
+    def calls(self) -> int:
+        """Forward passes (or generations) run so far."""
+        return int(getattr(self, "forward_calls", 0))
+
+    def warm(self) -> None:
+        self.load()
+
+    def host(self) -> "Host":
+        """In this process, on the device and dtype the checkpoint loaded with."""
+        from kbterm.backends.base import Host
+
+        self.load()
+        rt = self.runtime
+        assert rt is not None
+        return Host("in process", self.spec.model, rt.device, rt.dtype, why=rt.reason)
+
+    def model_folder(self) -> Path:
+        """The checkpoint's local folder, resolved (downloaded if allowed) without loading."""
+        if self.path is not None:
+            return self.path
+        return resolve_model(self.spec.model, self.spec.role, source=self.spec.source,
+                             offline=self.spec.offline)
+
     def load(self) -> None:
         """Resolve (download if needed) and load the checkpoint; a no-op when loaded."""
         with self._lock:
@@ -79,11 +106,11 @@ class LazyModel:
             log.info("loaded %s %s on %s (%s, %s)", self.spec.role, path, runtime.device,
                      runtime.dtype, runtime.attn_implementation)
 
-    def release(self) -> None:
-        """Free the weights; the next call loads them again."""
+    def release(self) -> bool:
+        """Free the weights (the next call loads them again); whether they were loaded."""
         with self._lock:
             if not self._loaded:
-                return
+                return False
             self._unload()
             self._loaded = False
             gc.collect()
@@ -94,6 +121,7 @@ class LazyModel:
                     torch.cuda.empty_cache()
             except ImportError:  # pragma: no cover
                 pass
+            return True
 
     @property
     def pass_overhead(self) -> int:

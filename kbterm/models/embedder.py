@@ -62,12 +62,12 @@ class Embedder(BatchedModel):
     def _unload(self) -> None:
         self._model = self._encoder = None
 
-    @property
     def tokenizer(self) -> Any:
-        """The checkpoint's (fast) tokenizer, used to cut text into chunks (loads the model)."""
-        self.load()
-        assert self._encoder is not None
-        return self._encoder.processor.tokenizer
+        """The checkpoint's fast tokenizer, for cutting text into chunks (its file only: the
+        weights do not load)."""
+        from kbterm.backends.tokenizer import folder_tokenizer
+
+        return folder_tokenizer(self.model_folder())
 
     @property
     def dimension(self) -> int:
@@ -101,18 +101,32 @@ class Embedder(BatchedModel):
 
         Returns a float32 array ``[len(items), dimension]`` of unit vectors, in input order.
         """
+        return self.embed_messages([(item, instruction) for item in items],
+                                   lambda pair: self.messages(*pair), progress=progress)
+
+    def embed_messages(self, inputs: Sequence[Any], build: Callable[[Any], list[dict[str, Any]]],
+                       *, progress: Progress | None = None,
+                       lengths: list[int] | None = None) -> np.ndarray:
+        """Embed inputs whose chat messages ``build`` gives (built one window at a time, so
+        pictures of a long list never sit in memory at once).  ``kbterm serve`` passes the
+        messages a client sent, requests of several clients in one call; ``lengths``, given a
+        list, receives each input's length in tokens."""
         self.load()
-        if not items:
+        if not inputs:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        out = np.zeros((len(items), self._dimension), dtype=np.float32)
-        for start, encoded in self._windows(items, lambda item: self.encode(item, instruction)):
+        out = np.zeros((len(inputs), self._dimension), dtype=np.float32)
+        assert self._encoder is not None
+        encoder = self._encoder
+        for start, encoded in self._windows(inputs, lambda x: encoder.encode(build(x))):
             rows = self._run_batched(
                 [e.length for e in encoded],
                 lambda batch, encoded=encoded: self._forward([encoded[i] for i in batch]),
             )
             out[start:start + len(encoded)] = np.stack(rows)
+            if lengths is not None:
+                lengths.extend(e.length for e in encoded)
             if progress is not None:
-                progress(start + len(encoded), len(items))
+                progress(start + len(encoded), len(inputs))
         return out
 
     def _forward(self, batch: list[Encoded]) -> np.ndarray:

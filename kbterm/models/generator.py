@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Sequence
 
+from kbterm.backends.base import Evidence, GenerationStream
 from kbterm.errors import InputError
 from kbterm.models.base import LazyModel, ModelSpec
 from kbterm.models.encoding import (
@@ -41,44 +41,6 @@ SYSTEM_PROMPT = (
 )
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """One retrieved piece of evidence: text, an image (page, photo, keyframe), or both."""
-
-    number: int
-    citation: str  # e.g. "report.pdf, page 12" or "talk.mp4 @ 01:23-01:53"
-    text: str | None = None
-    image: Union[str, Path, Any, None] = None  # a path or a PIL image
-
-
-class GenerationStream:
-    """An iterator over answer text pieces that can be cancelled between tokens."""
-
-    def __init__(self, pieces: Iterator[str], cancel: threading.Event) -> None:
-        self._pieces = pieces
-        self._cancel = cancel
-
-    def __iter__(self) -> "GenerationStream":
-        return self
-
-    def __next__(self) -> str:
-        return next(self._pieces)
-
-    def cancel(self) -> None:
-        """Stop generating after the current token; iteration then ends."""
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-    def close(self) -> None:
-        self.cancel()
-        close = getattr(self._pieces, "close", None)
-        if close is not None:
-            close()
-
-
 class Generator(LazyModel):
     """``stream(question, evidence)`` yields the answer as it is generated."""
 
@@ -98,6 +60,7 @@ class Generator(LazyModel):
         self._processor: Any = None
         self._encoder: Encoder | None = None
         self.last_generated_tokens = 0  # tokens produced by the last stream (tests read it)
+        self.forward_calls = 0  # generations run (kbterm serve's stats read it)
 
     def _load(self, path: Path, runtime: Runtime) -> None:
         from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
@@ -111,41 +74,15 @@ class Generator(LazyModel):
 
     def messages(self, question: str, evidence: Sequence[Evidence]) -> list[dict[str, Any]]:
         """System prompt, then the labelled evidence and the question."""
-        content: list[dict[str, Any]] = []
-        for ev in evidence:
-            content.append({"type": "text", "text": f"[{ev.number}] {ev.citation}:\n"})
-            if ev.image is not None:
-                try:
-                    picture = load_image(ev.image, self.limits)
-                except InputError as exc:
-                    # One unreadable picture (replaced, damaged, too large) costs its
-                    # evidence, not the answer.
-                    log.warning("evidence [%d] left out: %s", ev.number, exc)
-                    content.append({"type": "text", "text": "(its picture could not be read)\n"})
-                else:
-                    content.append(
-                        {
-                            "type": "image",
-                            "image": picture,
-                            "min_pixels": self.limits.image_min_pixels,
-                            "max_pixels": self.limits.image_max_pixels,
-                        }
-                    )
-            if ev.text:
-                content.append({"type": "text", "text": ev.text.strip() + "\n"})
-        if not evidence:
-            content.append({"type": "text", "text": "(no evidence was found)\n"})
-        content.append({"type": "text", "text": f"\nQuestion: {question}"})
-        return [
-            {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-            {"role": "user", "content": content},
-        ]
+        return answer_messages(question, evidence, self.limits)
 
     def _inputs(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         assert self._encoder is not None
         # Over the context, evidence gives way: the question and the generation prompt stay.
-        question = messages[-1]["content"][-1]["text"]
-        tail = len(self._processor.tokenizer(question)["input_ids"]) + GENERATION_PROMPT_TOKENS
+        last = messages[-1]["content"][-1] if messages[-1]["content"] else {}
+        tail = GENERATION_PROMPT_TOKENS
+        if last.get("type") == "text":
+            tail += len(self._processor.tokenizer(last["text"])["input_ids"])
         enc = self._encoder.encode(messages, keep_tail=tail)
         inputs = collate([enc], self._encoder.pad_id, side="left")
         return move(inputs, self._model.device, self._model.dtype)
@@ -159,13 +96,26 @@ class Generator(LazyModel):
         cancel: threading.Event | None = None,
     ) -> GenerationStream:
         """Start generating an answer; iterate the result for text pieces as they come."""
+        return self.stream_messages(self.messages(question, evidence),
+                                    max_new_tokens=max_new_tokens, cancel=cancel)
+
+    def stream_messages(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_new_tokens: int | None = None,
+        cancel: threading.Event | None = None,
+        temperature: float | None = None,
+    ) -> GenerationStream:
+        """Generate from chat messages (``kbterm serve`` passes a client's)."""
         self.load()
         cancel = cancel or threading.Event()
-        inputs = self._inputs(self.messages(question, evidence))
-        return GenerationStream(self._run(inputs, max_new_tokens, cancel), cancel)
+        inputs = self._inputs(messages)
+        return GenerationStream(self._run(inputs, max_new_tokens, cancel, temperature), cancel)
 
     def _run(
-        self, inputs: dict[str, Any], max_new_tokens: int | None, cancel: threading.Event
+        self, inputs: dict[str, Any], max_new_tokens: int | None, cancel: threading.Event,
+        temperature: float | None = None,
     ) -> Iterator[str]:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -182,9 +132,10 @@ class Generator(LazyModel):
         streamer = TextIteratorStreamer(
             self._processor.tokenizer, skip_prompt=True, skip_special_tokens=True
         )
+        temperature = self.temperature if temperature is None else temperature
         sampling: dict[str, Any] = {"do_sample": False}
-        if self.temperature > 0:
-            sampling = {"do_sample": True, "temperature": self.temperature}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature}
         failure: list[BaseException] = []
 
         def work() -> None:
@@ -198,6 +149,7 @@ class Generator(LazyModel):
                         **sampling,
                     )
                 self.last_generated_tokens = int(output.shape[1]) - prompt_len
+                self.forward_calls += 1
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
                 failure.append(exc)
                 streamer.end()
@@ -216,3 +168,38 @@ class Generator(LazyModel):
             thread.join()
         if failure:
             raise failure[0]
+
+
+def answer_messages(question: str, evidence: Sequence[Evidence],
+                    limits: VisionLimits) -> list[dict[str, Any]]:
+    """The answer prompt: system prompt, then the labelled evidence and the question (pictures
+    as PIL images read with ``limits``; the server backend sends the same chat)."""
+    content: list[dict[str, Any]] = []
+    for ev in evidence:
+        content.append({"type": "text", "text": f"[{ev.number}] {ev.citation}:\n"})
+        if ev.image is not None:
+            try:
+                picture = load_image(ev.image, limits)
+            except InputError as exc:
+                # One unreadable picture (replaced, damaged, too large) costs its
+                # evidence, not the answer.
+                log.warning("evidence [%d] left out: %s", ev.number, exc)
+                content.append({"type": "text", "text": "(its picture could not be read)\n"})
+            else:
+                content.append(
+                    {
+                        "type": "image",
+                        "image": picture,
+                        "min_pixels": limits.image_min_pixels,
+                        "max_pixels": limits.image_max_pixels,
+                    }
+                )
+        if ev.text:
+            content.append({"type": "text", "text": ev.text.strip() + "\n"})
+    if not evidence:
+        content.append({"type": "text", "text": "(no evidence was found)\n"})
+    content.append({"type": "text", "text": f"\nQuestion: {question}"})
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": content},
+    ]

@@ -107,13 +107,24 @@ class Reranker(BatchedModel):
         ``unreadable``: given a dict, a document that cannot be read (an image file gone,
         damaged or too large) gets the score None and its reason in the dict, instead of
         failing the whole call."""
+        return self.score_pairs([(query, doc, instruction) for doc in documents],
+                                cancel=cancel, unreadable=unreadable)
+
+    def score_pairs(
+        self, pairs: Sequence[tuple[Item, Item, str | None]],
+        *, cancel: threading.Event | None = None, unreadable: dict[int, str] | None = None,
+        lengths: list[int] | None = None,
+    ) -> list[float]:
+        """Scores of (query, document, instruction) triples, in order; the queries may differ
+        (``kbterm serve`` scores several clients' requests in the same batches).  ``lengths``,
+        given a list, receives each readable pair's length in tokens."""
         self.load()
-        if not documents:
+        if not pairs:
             return []
-        order: list[int] = []  # the documents that could be read, in order
+        order: list[int] = []  # the pairs that could be read, in order
 
         def readable() -> Iterator[Encoded]:
-            for i, doc in enumerate(documents):
+            for i, (query, doc, instruction) in enumerate(pairs):
                 try:
                     encoded = self.encode(query, doc, instruction)
                 except InputError as exc:
@@ -122,6 +133,8 @@ class Reranker(BatchedModel):
                     unreadable[i] = str(exc)
                     continue
                 order.append(i)
+                if lengths is not None:
+                    lengths.append(encoded.length)
                 yield encoded
 
         scores: list[float] = []
@@ -130,7 +143,7 @@ class Reranker(BatchedModel):
             scores.extend(self._score_window(encoded, cancel))
         if unreadable is None:
             return scores
-        out: list[float | None] = [None] * len(documents)
+        out: list[float | None] = [None] * len(pairs)
         for i, value in zip(order, scores):
             out[i] = value
         return out  # type: ignore[return-value]

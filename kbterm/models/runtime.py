@@ -1,8 +1,10 @@
 """Where a model comes from and where it runs.
 
-* :func:`choose_runtime` decides device, dtype and attention kernel: CUDA gets bfloat16 with
-  ``flash_attention_2`` when flash-attn imports (else ``sdpa``); the CPU gets float32, because
-  bfloat16 matmuls are very slow on CPUs without native bf16 support.
+* :func:`choose_runtime` decides device, dtype and attention kernel, and says why: CUDA gets
+  bfloat16 with ``flash_attention_2`` when flash-attn imports (else ``sdpa``); Apple Silicon gets
+  MPS in float16; a CPU with native bfloat16 (AVX512-BF16 or AMX) gets bfloat16, five times the
+  float32 matmul rate on these machines (BENCHMARKS.md), and other CPUs float32, because
+  emulated bfloat16 is slower than float32 there.
 * :func:`resolve_model` turns a model spec (a Hub id or a local folder) into a local folder,
   downloading a Hub id on first use with a progress bar (Hugging Face or ModelScope).  Offline
   and not cached, it raises :class:`~kbterm.errors.ModelNotAvailable` with the exact command that
@@ -32,6 +34,7 @@ class Runtime:
     device: str
     dtype: str
     attn_implementation: str
+    reason: str = ""  # why this device and dtype, for kbterm doctor
 
     def torch_dtype(self):  # noqa: ANN201 - torch is imported lazily
         import torch
@@ -50,28 +53,86 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def mps_available() -> bool:
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+# CPU flags (as Linux's /proc/cpuinfo names them) that mean bfloat16 matmuls run natively.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags (Linux; elsewhere an empty set)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_native_bf16(flags: set[str] | None = None) -> str | None:
+    """The flag that gives this CPU native bfloat16, or None."""
+    flags = cpu_flags() if flags is None else flags
+    return next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
+
+
 def choose_runtime(
     device: str = "auto",
     dtype: str = "auto",
     *,
     has_cuda: bool | None = None,
+    has_mps: bool | None = None,
     has_flash_attn: bool | None = None,
+    bf16_flag: str | None | bool = False,
 ) -> Runtime:
-    """Pick device, dtype and attention kernel; ``auto`` follows the model contract."""
+    """Pick device, dtype and attention kernel; ``auto`` follows the model contract on CUDA
+    and the fastest exact-enough precision elsewhere.  ``bf16_flag``: the CPU flag giving
+    native bfloat16 (False: read it from this CPU)."""
+    why: list[str] = []
     if device == "auto":
         if has_cuda is None:
             has_cuda = cuda_available()
-        device = "cuda" if has_cuda else "cpu"
+        if not has_cuda and has_mps is None:
+            has_mps = mps_available()
+        device = "cuda" if has_cuda else "mps" if has_mps else "cpu"
+        why.append({"cuda": "CUDA is available", "mps": "Apple GPU (MPS) is available",
+                    "cpu": "no GPU"}[device])
+    else:
+        why.append(f"device {device} is configured")
     on_cuda = device.startswith("cuda")
     if dtype == "auto":
-        dtype = "bfloat16" if on_cuda else "float32"
+        if on_cuda:
+            dtype = "bfloat16"
+            why.append("bfloat16 as the model card runs it")
+        elif device == "mps":
+            dtype = "float16"
+            why.append("half precision on MPS")
+        else:
+            flag = cpu_native_bf16() if bf16_flag is False else bf16_flag
+            if flag:
+                dtype = "bfloat16"
+                why.append(f"bfloat16: this CPU has native bf16 ({flag})")
+            else:
+                dtype = "float32"
+                why.append("float32: this CPU has no native bf16 (AVX512-BF16 or AMX), where "
+                           "bfloat16 is emulated and slower")
+    else:
+        why.append(f"dtype {dtype} is configured")
     if on_cuda and dtype in ("bfloat16", "float16"):
         if has_flash_attn is None:
             has_flash_attn = flash_attn_available()
         attn = "flash_attention_2" if has_flash_attn else "sdpa"
     else:
         attn = "sdpa"
-    return Runtime(device=device, dtype=dtype, attn_implementation=attn)
+    return Runtime(device=device, dtype=dtype, attn_implementation=attn, reason="; ".join(why))
 
 
 # --------------------------------------------------------------------------- model sources

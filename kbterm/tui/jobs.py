@@ -19,6 +19,7 @@ from kbterm.tui import messages
 
 if TYPE_CHECKING:
     from kbterm.answer import Answer, Asker
+    from kbterm.backends.base import Host
     from kbterm.retrieval import Filters, Hit, Results, Searcher
 
 Post = Callable[[Message], object]
@@ -51,19 +52,32 @@ def warm(searcher_of: Callable[[], "Searcher"], post: Post) -> None:
     except Exception:  # noqa: BLE001 - the count is a nicety; searching still says why
         pass
     try:
+        from kbterm.backends import choose
+
         embedder = searcher.embedder
-        embedder.load()
-        runtime = embedder.runtime
-        where = f"{runtime.device} {runtime.dtype}" if runtime is not None else ""
+        embedder.warm()
+        host = embedder.host()
         # torch, transformers and LanceDB leave millions of long-lived objects, and each
         # full garbage collection walked them all: 100-300 ms pauses in the middle of
         # showing results (BENCHMARKS.md).  Frozen, the collector skips them.
         gc.freeze()
-        name = os.path.basename(embedder.spec.model)
-        post(messages.ModelState((f"{name} ({where})", name)))
+        post(messages.ModelState(model_forms(host, {
+            role: choose(searcher.config, role).kind for role in ("reranker", "generator")})))
     except KbtermError as exc:
         post(messages.ModelState(("embedder unavailable: keyword search", "keyword search")))
         post(messages.ErrorShown(str(exc)))
+
+
+def model_forms(host: "Host", others: dict[str, str]) -> tuple[str, ...]:
+    """The status bar's model line, long to short: the embedder, where it runs, and where
+    the reranker and the answer model run."""
+    name = os.path.basename(host.model.rstrip("/")) or host.model
+    where = "local" if host.kind == "in process" else host.kind
+    runtime = " ".join(p for p in (host.device, host.dtype) if p)
+    short = f"{name} ({where}{', ' + runtime if runtime else ''})"
+    rest = " · ".join(f"{'rerank' if r == 'reranker' else 'answers'} "
+                      f"{'local' if k == 'in process' else k}" for r, k in others.items())
+    return (f"{short} · {rest}", short, name)
 
 
 def recount(searcher: "Searcher", post: Post) -> None:

@@ -205,7 +205,7 @@ def test_the_watcher_follows_a_name_that_is_not_utf8(tmp_path, index_model_dir,
     (folder / "plain.txt").write_text("A plain note about sunflowers.\n")
     cfg = config_from_dict({
         "data_dir": str(tmp_path / "data"), "library": {"folders": [str(folder)]},
-        "models": {"device": "cpu", **{role: {"model": str(index_model_dir)}
+        "models": {"device": "cpu", "dtype": "float32", **{role: {"model": str(index_model_dir)}
                                        for role in ("embedder", "reranker", "generator")}},
         "indexing": {"keep_versions_seconds": 0},
         "watch": {"debounce_seconds": 0.2, "batch_seconds": 1.0, "sweep_minutes": 0.0,

@@ -1,0 +1,147 @@
+"""Which backend runs each model role, chosen from the config (see :mod:`kbterm.backends.base`).
+
+``models.<role>.backend``:
+
+* ``local``: the checkpoint loads in this process (:mod:`kbterm.models`);
+* ``server``: ``models.<role>.url`` names an OpenAI-compatible server (vLLM or kbterm serve);
+* ``auto`` (the default): a ``kbterm serve`` of this user that runs the same checkpoint for this
+  role (found through its state file in the data folder), else in process.
+
+One backend object per role and settings per process.  Importing this module is cheap; the
+heavy libraries load inside the chosen backend, when it is first used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kbterm.backends.base import AnswerBackend, EmbeddingBackend, Host, RerankBackend
+
+if TYPE_CHECKING:
+    from kbterm.config import Config
+
+__all__ = ["Choice", "choose", "get_embedder", "get_reranker", "get_generator", "release_all",
+           "Host"]
+
+_lock = threading.Lock()
+_backends: dict[tuple[Any, ...], Any] = {}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Where a role runs and why."""
+
+    backend: str  # "local" or "server"
+    url: str = ""
+    api_key: str = ""
+    kind: str = "in process"  # "in process", "kbterm serve" or "server"
+    why: str = ""
+
+
+def choose(config: "Config", role: str) -> Choice:
+    """The backend of ``role``: configured, or (auto) a running kbterm serve, else local."""
+    section = getattr(config.models, role)
+    if section.backend == "local":
+        return Choice("local", why=f"models.{role}.backend = local")
+    if section.backend == "server":
+        key = os.environ.get(section.api_key_env, "") if section.api_key_env else ""
+        return Choice("server", section.url, key, "server",
+                      why=f"models.{role}.backend = server")
+    from kbterm.serve.state import read_state
+
+    state = read_state(config.data_path)
+    if state is None:
+        return Choice("local", why="no kbterm serve is running")
+    served = state.models.get(role)
+    if served is None:
+        return Choice("local", why=f"the running kbterm serve does not host the {role}")
+    if served != section.model:
+        return Choice("local", why=f"the running kbterm serve runs {served}, "
+                                   f"not {section.model}")
+    return Choice("server", state.url, state.token, "kbterm serve",
+                  why=f"kbterm serve (pid {state.pid}) runs this model")
+
+
+def _get(key: tuple[Any, ...], build: Any) -> Any:
+    with _lock:
+        backend = _backends.get(key)
+        if backend is None:
+            backend = _backends[key] = build()
+        return backend
+
+
+def _endpoint(config: "Config", role: str, choice: Choice) -> Any:
+    from kbterm.backends.http import Endpoint
+
+    section = getattr(config.models, role)
+    return Endpoint(choice.url, choice.api_key, section.timeout_seconds, section.retries)
+
+
+def _serve_tokenizer(config: "Config") -> Any:
+    """The tokenizer a kbterm serve hands out for its embedder, kept in the data folder."""
+    from kbterm.backends.tokenizer import cached_tokenizer
+
+    return lambda embedder: cached_tokenizer(config.data_path, embedder.tokenizer_file())
+
+
+def get_embedder(config: "Config") -> EmbeddingBackend:
+    choice = choose(config, "embedder")
+    if choice.backend == "local":
+        from kbterm.models.registry import get_embedder as local
+
+        return local(config)
+    from kbterm.backends.client import ServerEmbedder
+
+    c = config.models.embedder
+    key = ("embedder", choice, c.model, c.served_name, c.dimension, c.document_instruction,
+           c.in_flight, c.timeout_seconds, c.retries)
+
+    return _get(key, lambda: ServerEmbedder(
+        _endpoint(config, "embedder", choice), model=c.model, served_name=c.served_name,
+        dimension=c.dimension, instruction=c.document_instruction, in_flight=c.in_flight,
+        kind=choice.kind,
+        tokenizer_source=_serve_tokenizer(config) if choice.kind == "kbterm serve" else None))
+
+
+def get_reranker(config: "Config") -> RerankBackend:
+    choice = choose(config, "reranker")
+    if choice.backend == "local":
+        from kbterm.models.registry import get_reranker as local
+
+        return local(config)
+    from kbterm.backends.client import ServerReranker
+
+    c = config.models.reranker
+    key = ("reranker", choice, c.model, c.served_name, c.instruction, c.timeout_seconds,
+           c.retries)
+    return _get(key, lambda: ServerReranker(
+        _endpoint(config, "reranker", choice), model=c.model, served_name=c.served_name,
+        instruction=c.instruction, kind=choice.kind))
+
+
+def get_generator(config: "Config") -> AnswerBackend:
+    choice = choose(config, "generator")
+    if choice.backend == "local":
+        from kbterm.models.registry import get_generator as local
+
+        return local(config)
+    from kbterm.backends.client import ServerGenerator
+
+    c = config.models.generator
+    key = ("generator", choice, c.model, c.served_name, c.max_new_tokens, c.temperature,
+           c.timeout_seconds, c.retries)
+    return _get(key, lambda: ServerGenerator(
+        _endpoint(config, "generator", choice), model=c.model, served_name=c.served_name,
+        max_new_tokens=c.max_new_tokens, temperature=c.temperature, kind=choice.kind))
+
+
+def release_all() -> None:
+    """Free the weights of every model this process loaded."""
+    import sys
+
+    registry = sys.modules.get("kbterm.models.registry")
+    if registry is not None:
+        registry.release_all()
