@@ -78,16 +78,17 @@ def config_file_line(config: Config, explicit: str | None = None) -> str:
 
 
 def diagnose(config: Config, explicit_config: str | None = None, *,
-             probe_servers: bool = True) -> Report:
+             probe_servers: bool = True, compare: bool = False) -> Report:
     """Gather the report: the local runtime each role would get, or the server it uses (which
-    is probed; imports torch to ask for CUDA; loads no model)."""
-    import torch
-
+    is probed).  Loads no model (torch is imported, through kbterm.models, to ask for CUDA),
+    unless ``compare``: then a server's answers are compared with the in-process model's when
+    the checkpoint is on this machine."""
     from kbterm.backends import choose, get_embedder, get_generator, get_reranker
     from kbterm.backends.latency import expected
     from kbterm.backends.probe import probe
+    from kbterm.models.runtime import cuda_available
 
-    cuda = torch.cuda.is_available()
+    cuda = cuda_available()
     getters = {"embedder": get_embedder, "reranker": get_reranker, "generator": get_generator}
     statuses, probes = [], []
     for role in ROLES:
@@ -110,7 +111,17 @@ def diagnose(config: Config, explicit_config: str | None = None, *,
                 status.device, status.dtype, status.runtime_why = host.device, host.dtype, host.why
                 status.latency_s = expected(config.data_path, role, host)
                 if probe_servers:
-                    probes.append(probe(role, backend, config.models.embedder.query_instruction))
+                    reference = None
+                    if compare and local is not None and role != "generator":
+                        from kbterm.backends import local_backend
+
+                        reference = local_backend(config, role)
+                    try:
+                        probes.append(probe(role, backend,
+                                            config.models.embedder.query_instruction, reference))
+                    finally:
+                        if reference is not None:
+                            reference.release()
         else:
             from kbterm.backends.base import Host
 

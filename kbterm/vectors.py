@@ -364,6 +364,25 @@ class VectorCache:
         self._matrix = None
 
 
+# Matrix elements from which torch's kernel is worth importing torch (about 1.5 s) for: a
+# fresh `kbterm search` against a model server must not pay that on a small index.
+TORCH_ELEMENTS = 64 * 1024 * 1024
+
+
+def _torch(matrix: np.ndarray) -> Any:
+    """torch, if it is loaded already (a model runs in process) or the matrix is big enough
+    to repay importing it; else None (NumPy does the product)."""
+    import sys
+
+    if "torch" not in sys.modules and matrix.size < TORCH_ELEMENTS:
+        return None
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; kept for slim installs
+        return None
+    return torch
+
+
 def scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Cosine of ``query`` (unit, float32) with every row of ``matrix`` (float16), as float32.
 
@@ -371,9 +390,8 @@ def scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
     without torch, NumPy works through float32 blocks (slower, same result)."""
     if matrix.shape[0] == 0:
         return np.zeros(0, dtype=np.float32)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency; kept for slim installs
+    torch = _torch(matrix)
+    if torch is None:
         out = np.empty(matrix.shape[0], dtype=np.float32)
         q = query.astype(np.float32)
         for start in range(0, matrix.shape[0], 65536):
@@ -389,9 +407,8 @@ def scores(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 def rescore(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     """float32 cosines of ``query`` with the given rows (their float16 values, widened)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
+    torch = _torch(matrix)
+    if torch is None:
         return np.asarray(matrix[rows], dtype=np.float32) @ query.astype(np.float32)
     block = torch.from_numpy(np.ascontiguousarray(matrix[rows])).float()
     return (block @ torch.from_numpy(query.astype(np.float32))).numpy()

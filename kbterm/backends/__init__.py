@@ -138,6 +138,15 @@ def get_generator(config: "Config") -> AnswerBackend:
         max_new_tokens=c.max_new_tokens, temperature=c.temperature, kind=choice.kind))
 
 
+def local_backend(config: "Config", role: str) -> Any:
+    """The in-process model of ``role`` whatever the config chooses (the doctor compares a
+    server with it)."""
+    from kbterm.models import registry
+
+    return {"embedder": registry.get_embedder, "reranker": registry.get_reranker,
+            "generator": registry.get_generator}[role](config)
+
+
 def release_all() -> None:
     """Free the weights of every model this process loaded."""
     import sys

@@ -281,11 +281,19 @@ def system_and_user(messages: Any) -> tuple[str | None, Any]:
             if user is not None:
                 raise WireError("an embedding chat holds one user message")
             user = content
+        elif role == "assistant" and message is messages[-1] and not _text_of(content):
+            pass  # vLLM's example: an empty assistant turn + continue_final_message
         else:
             raise WireError(f"an embedding chat holds a system and a user message, not {role!r}")
     if user is None:
         raise WireError("an embedding chat needs a user message")
     return system, user
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
 
 
 def local_chat(messages: Any, decode_image: ImageDecoder, limits: "VisionLimits"

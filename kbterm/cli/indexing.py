@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from kbterm.cli.base import State, cli, echo, echo_json
-from kbterm.errors import KbtermError
+from kbterm.errors import BackendUnavailable, KbtermError
 from kbterm.textsafe import one_line
 
 
@@ -131,12 +131,15 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
 
             summary = Summary(**data)
         except KeyboardInterrupt:
-            kept = indexer.last_summary
-            saved = (f"{kept.indexed} file(s) indexed ({kept.chunks_written} chunks), "
-                     f"{kept.removed} removed" if kept is not None else "nothing yet")
-            echo(f"interrupted: kept what was finished: {saved}; "
+            echo(f"interrupted: kept what was finished: {_kept(indexer)}; "
                  "run kbterm index again to continue", err=True)
             raise SystemExit(130)
+        except BackendUnavailable as exc:
+            echo(f"kbterm: error: {exc}", err=True)
+            echo(f"kept what was finished: {_kept(indexer)}; the other files stay pending: "
+                 "run kbterm index again once the server is back (a running kbterm watch "
+                 "retries on its own)", err=True)
+            raise SystemExit(1)
     if as_json:
         from dataclasses import asdict
 
@@ -214,3 +217,11 @@ def status(state: State, as_json: bool, show_all: bool) -> None:
         echo_json(report.to_dict())
     else:
         echo(render(report, max_failures=10**9 if show_all else 20))
+
+
+def _kept(indexer: Any) -> str:
+    kept = indexer.last_summary
+    if kept is None:
+        return "nothing yet"
+    return (f"{kept.indexed} file(s) indexed ({kept.chunks_written} chunks), "
+            f"{kept.removed} removed")

@@ -10,14 +10,16 @@ from kbterm.cli.base import State, cli, echo, echo_json
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--load", "load", is_flag=True,
-              help="Also load each model and run one small inference with it.")
+              help="Also load each model (or reach its server), run one small inference, "
+                   "measure its latency, and compare a server with the in-process model "
+                   "when the checkpoint is here.")
 @click.pass_obj
 def doctor(state: State, as_json: bool, load: bool) -> None:
-    """Show the config file, the configured models, whether each is downloaded, and where
-    they would run."""
+    """Show the config file, the configured models, whether each is downloaded, where each
+    runs and why, and whether a model server's answers look right."""
     from kbterm.doctor import check_loading, diagnose, render
 
-    report = diagnose(state.config, state.config_path)
+    report = diagnose(state.config, state.config_path, compare=load)
     checks = check_loading(state.config) if load else []
     if as_json:
         data = report.to_dict()
@@ -30,7 +32,7 @@ def doctor(state: State, as_json: bool, load: bool) -> None:
             echo("\nload check")
             for c in checks:
                 echo(f"  {c.role:<10} {'ok' if c.ok else 'error'}: {c.detail}")
-    if any(not c.ok for c in checks):
+    if any(not c.ok for c in checks) or any(not p.ok for p in report.probes):
         raise SystemExit(1)
 
 
