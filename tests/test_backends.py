@@ -321,3 +321,23 @@ def test_concurrent_submissions_share_calls_and_a_bad_one_fails_alone():
         assert len(first_batches) < 10  # ten requests, fewer model calls
     finally:
         coalescer.close()
+
+
+# --------------------------------------------------------------------------- serve's binds
+
+
+def test_serve_needs_an_api_key_for_any_bind_past_loopback(tmp_path, monkeypatch):
+    from kbterm.serve.run import api_keys, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20")
+    config = config_from_dict({"serve": {"api_key_env": ""}})
+    assert api_keys(config, "127.0.0.1", use_socket=False) == []
+    assert api_keys(config, "0.0.0.0", use_socket=True) == []  # a socket is not a bind
+    with pytest.raises(ConfigError, match="reachable from other machines: set an API key"):
+        api_keys(config, "0.0.0.0", use_socket=False)
+    keyed = config_from_dict({"serve": {"api_key_env": "KBTERM_TEST_SERVE_API_KEY"}})
+    with pytest.raises(ConfigError, match="KBTERM_TEST_SERVE_API_KEY, which is not set"):
+        api_keys(keyed, "0.0.0.0", use_socket=False)
+    monkeypatch.setenv("KBTERM_TEST_SERVE_API_KEY", "k3y")
+    assert api_keys(keyed, "0.0.0.0", use_socket=False) == ["k3y"]

@@ -366,11 +366,11 @@ def test_rerank_stops_before_the_next_batch_once_cancelled(library, searcher, ti
 
         def __init__(self, *args, cancel_on_first=None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.calls = 0
+            self.passes = 0
             self.cancel_on_first = cancel_on_first
 
         def _run(self, inputs, **kwargs):
-            self.calls += 1
+            self.passes += 1
             if self.cancel_on_first is not None:
                 self.cancel_on_first.set()
             return super()._run(inputs, **kwargs)

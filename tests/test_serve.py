@@ -85,6 +85,7 @@ def served(tmp_path_factory, tiny_model_dir):
     stopped = kbterm(["serve", "--stop"], config)
     assert stopped.returncode == 0, stopped.stderr
     assert read_state(data, ready_only=False) is None  # the state file goes with the server
+    assert not (data / "serve.json").exists()
 
 
 def endpoint(state: ServeState, **kw) -> Endpoint:
@@ -454,3 +455,24 @@ def test_commands_find_the_running_serve_and_the_doctor_vouches_for_it(served, t
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["results"][0]["metadata"]["source"].endswith("a.txt")
     assert proc.stderr.strip().splitlines()[-1] == "False False"
+
+
+def test_a_unix_socket_serve_is_found_and_used(tmp_path, tiny_model_dir, embedder, monkeypatch):
+    from kbterm.backends import get_embedder
+
+    data = tmp_path / "data"
+    toml = write_config_file(tmp_path / "socket.toml", tiny_model_dir, "[serve]\nsocket = true\n",
+                             data_dir=data)
+    proc, state = start_foreground(toml, data)
+    try:
+        assert state.url == f"unix://{data / 'serve.sock'}"
+        assert (data / "serve.sock").stat().st_mode & 0o777 == 0o600
+        monkeypatch.delenv("KBTERM_DATA_DIR")
+        backend = get_embedder(load_config(toml))  # auto: found through serve.json
+        assert backend.host().kind == "kbterm serve"
+        assert np.abs(backend.embed(["over a socket"]) - embedder.embed(["over a socket"])).max() \
+            <= 1e-5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not (data / "serve.sock").exists() and read_state(data, ready_only=False) is None

@@ -1114,3 +1114,19 @@ def test_the_last_guard_drops_control_characters_that_a_widget_would_draw(indexe
             assert "raw: zebra" in text and "PWNED" in text
 
     asyncio.run(scenario())
+
+
+def test_the_status_bar_says_which_host_each_role_uses():
+    from kbterm.backends.base import Host
+    from kbterm.tui.jobs import model_forms
+
+    local = Host("in process", "/models/Qwen3-VL-Embedding-2B", "cpu", "bfloat16")
+    assert model_forms(local, {"reranker": "in process", "generator": "in process"}) == \
+        ("Qwen3-VL-Embedding-2B (cpu bfloat16)", "Qwen3-VL-Embedding-2B")
+    served = Host("kbterm serve", "Qwen/Qwen3-VL-Embedding-2B", "cuda", "bfloat16",
+                  url="http://127.0.0.1:8470")
+    forms = model_forms(served, {"reranker": "kbterm serve", "generator": "server"})
+    assert forms[0] == ("Qwen3-VL-Embedding-2B (kbterm serve, cuda bfloat16) · "
+                        "rerank kbterm serve · answers server")
+    assert forms[1:] == ("Qwen3-VL-Embedding-2B (kbterm serve, cuda bfloat16)",
+                         "Qwen3-VL-Embedding-2B")

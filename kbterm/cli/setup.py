@@ -38,13 +38,24 @@ def doctor(state: State, as_json: bool, load: bool) -> None:
 
 @cli.command()
 @click.argument("roles", nargs=-1, type=click.Choice(["embedder", "reranker", "generator", "all"]))
+@click.option("--tokenizer-only", is_flag=True,
+              help="Only the tokenizer file (what a machine whose embedder runs on a server "
+                   "needs to cut text into chunks).")
 @click.pass_obj
-def pull(state: State, roles: tuple[str, ...]) -> None:
+def pull(state: State, roles: tuple[str, ...], tokenizer_only: bool) -> None:
     """Download the configured models (all three by default), with progress bars."""
     from kbterm.models.registry import model_spec
     from kbterm.models.runtime import ROLES, download_model, is_local_spec
 
     wanted = ROLES if not roles or "all" in roles else tuple(r for r in ROLES if r in roles)
+    if tokenizer_only:
+        from kbterm.backends.tokenizer import hub_tokenizer
+
+        for role in wanted:
+            spec = model_spec(state.config, role)
+            hub_tokenizer(spec.model, source=spec.source)
+            echo(f"{role}: tokenizer of {spec.model} ready")
+        return
     for role in wanted:
         spec = model_spec(state.config, role)
         if is_local_spec(spec.model):

@@ -270,22 +270,34 @@ class Api:
                           "total_tokens": made},
             })
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(self._sse(stream, model, ident, created, name, limit, usage),
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            self._sse(request, stream, model, ident, created, name, limit, usage),
+            media_type="text/event-stream")
 
-    async def _sse(self, stream: Any, model: Any, ident: str, created: int, name: str,
-                   limit: int, usage: bool) -> AsyncIterator[str]:
+    async def _sse(self, request: Request, stream: Any, model: Any, ident: str, created: int,
+                   name: str, limit: int, usage: bool) -> AsyncIterator[str]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
             return "data: " + json.dumps({
                 "id": ident, "object": "chat.completion.chunk", "created": created,
                 "model": name, "choices": [{"index": 0, "delta": delta, "logprobs": None,
                                             "finish_reason": finish}]}) + "\n\n"
 
+        async def watch() -> None:
+            # The body is read: what comes next is the disconnect.  Waiting for it here, not
+            # for a failed write, stops the generation even while no text is being sent (the
+            # streamer holds back pieces until a word ends).
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            stream.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        pending: asyncio.Future | None = None
         self.hosts.streams_open += 1
         try:
             yield chunk({"role": "assistant", "content": ""})
             while True:
-                piece = await asyncio.to_thread(next, stream, None)
+                pending = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
+                piece = await pending
                 if piece is None:
                     break
                 yield chunk({"content": piece})
@@ -299,8 +311,15 @@ class Api:
                               "total_tokens": made}}) + "\n\n"
             yield "data: [DONE]\n\n"
         finally:
-            # The client went away (Starlette cancels this generator) or the answer ended:
-            # either way the generation thread stops after its current token.
+            # The client went away or the answer ended: either way the generation thread
+            # stops after its current token.
+            watcher.cancel()
+            stream.cancel()
+            if pending is not None and not pending.done():
+                try:  # the piece being waited for comes within a token
+                    await asyncio.shield(pending)
+                except BaseException:  # noqa: BLE001 - the stream is over either way
+                    pass
             stream.close()
             self.hosts.streams_open -= 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import time
 from typing import TYPE_CHECKING, Callable
@@ -127,6 +128,10 @@ def serve(config: "Config", *, host: str, port: int, use_socket: bool,
                 on_ready(url)
 
         _on_started(server, started)
+        # uvicorn stops on SIGINT/SIGTERM, then raises the signal again under the handlers
+        # it found: these turn it into a clean exit, so the clean-up below runs.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _exit_cleanly)
         server.run(sockets=[sock] if sock is not None else None)
     finally:
         hosts.close()
@@ -151,6 +156,10 @@ def _measure(config: "Config", hosts: object, info: dict, url: str) -> None:
             seconds = measure(role, model, config.models.embedder.query_instruction, repeats=1)
             record(config.data_path, role, key, seconds)
             log.info("%s: one call takes %.3f s here", role, seconds)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _on_started(server: "object", callback: Callable[[], None]) -> None:

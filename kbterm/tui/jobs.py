@@ -69,14 +69,17 @@ def warm(searcher_of: Callable[[], "Searcher"], post: Post) -> None:
 
 
 def model_forms(host: "Host", others: dict[str, str]) -> tuple[str, ...]:
-    """The status bar's model line, long to short: the embedder, where it runs, and where
-    the reranker and the answer model run."""
+    """The status bar's model line, long to short: the embedder and where it runs, then
+    where the reranker and the answer model run when that is not in this process too."""
     name = os.path.basename(host.model.rstrip("/")) or host.model
-    where = "local" if host.kind == "in process" else host.kind
     runtime = " ".join(p for p in (host.device, host.dtype) if p)
-    short = f"{name} ({where}{', ' + runtime if runtime else ''})"
-    rest = " · ".join(f"{'rerank' if r == 'reranker' else 'answers'} "
-                      f"{'local' if k == 'in process' else k}" for r, k in others.items())
+    where = ", ".join(p for p in ("" if host.kind == "in process" else host.kind, runtime) if p)
+    short = f"{name} ({where})" if where else name
+    if all(kind == "in process" for kind in others.values()) and host.kind == "in process":
+        return (short, name)
+    rest = " · ".join(f"{'rerank' if role == 'reranker' else 'answers'} "
+                      f"{'in process' if kind == 'in process' else kind}"
+                      for role, kind in others.items())
     return (f"{short} · {rest}", short, name)
 
 
