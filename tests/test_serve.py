@@ -476,3 +476,19 @@ def test_a_unix_socket_serve_is_found_and_used(tmp_path, tiny_model_dir, embedde
         proc.terminate()
         proc.wait(timeout=30)
     assert not (data / "serve.sock").exists() and read_state(data, ready_only=False) is None
+
+
+def test_score_takes_vllms_pairings_and_agrees_with_rerank(served, tiny_model_dir, reranker):
+    _config, state = served
+    docs = ["kbterm keeps an index", "a recipe for soup"]
+    one_to_n = post(state, "/score", {"queries": "what is kbterm?", "documents": docs}).json()
+    assert one_to_n["object"] == "list" and [d["object"] for d in one_to_n["data"]] == \
+        ["score", "score"]
+    want = reranker.score("what is kbterm?", docs)
+    assert max(abs(d["score"] - w) for d, w in zip(one_to_n["data"], want)) <= 1e-4
+    pairs = post(state, "/v1/score", {"text_1": ["what is kbterm?", "soup?"], "text_2": docs})
+    got = [d["score"] for d in pairs.json()["data"]]
+    assert abs(got[0] - want[0]) <= 1e-4
+    assert abs(got[1] - reranker.score("soup?", [docs[1]])[0]) <= 1e-4
+    bad = post(state, "/score", {"queries": ["a", "b"], "documents": ["x", "y", "z"]})
+    assert bad.status_code == 400 and "1:1, 1:N or N:N" in bad.json()["error"]["message"]

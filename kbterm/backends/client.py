@@ -179,6 +179,7 @@ class ServerReranker(ServerRole):
                  **kwargs: Any) -> None:
         super().__init__(endpoint, model=model, **kwargs)
         self.default_instruction = instruction
+        self._use_score = False
 
     def score(self, query: "Item", documents: Sequence["Item"], instruction: str | None = None,
               *, cancel: threading.Event | None = None,
@@ -204,10 +205,35 @@ class ServerReranker(ServerRole):
             chunk = wired[start:start + RERANK_REQUEST_DOCUMENTS]
             body = rerank_request(self.served_name(), "", [], instruction, self.limits)
             body["query"], body["documents"] = wired_query, [d for _i, d in chunk]
-            data = self.connection.post("/v1/rerank", body)
-            for index, value in _rerank_results(data, len(chunk), self.endpoint.display):
+            for index, value in self._post(body, len(chunk)):
                 scores[chunk[index][0]] = value
         return scores  # type: ignore[return-value]
+
+
+    def _post(self, body: dict[str, Any], n: int) -> Iterator[tuple[int, float]]:
+        """``/v1/rerank``, or ``/score`` on a server without it (then remembered)."""
+        if not self._use_score:
+            try:
+                return _rerank_results(self.connection.post("/v1/rerank", body), n,
+                                       self.endpoint.display)
+            except BackendProtocolError as exc:
+                if "has no /v1/rerank" not in str(exc):
+                    raise
+                self._use_score = True
+        score = {k: v for k, v in body.items() if k not in ("query", "documents")}
+        score.update(queries=body["query"], documents=body["documents"])
+        return _score_results(self.connection.post("/score", score), n, self.endpoint.display)
+
+
+def _score_results(data: Any, n: int, where: str) -> Iterator[tuple[int, float]]:
+    try:
+        got = {int(r["index"]): float(r["score"]) for r in data["data"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BackendProtocolError(
+            f"the reranker server at {where} answered /score without scores ({exc})") from None
+    if sorted(got) != list(range(n)):
+        raise BackendProtocolError(f"the reranker server at {where} scored {len(got)} of {n}")
+    return iter(sorted(got.items()))
 
 
 def _rerank_results(data: Any, n: int, where: str) -> Iterator[tuple[int, float]]:

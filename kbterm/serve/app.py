@@ -3,6 +3,7 @@
 * ``POST /v1/embeddings``: one chat (``messages``) per request, as vLLM takes it; concurrent
   requests are coalesced into batched forward passes (:mod:`kbterm.serve.batcher`);
 * ``POST /v1/rerank`` (also ``/rerank``, ``/v2/rerank``): a query, documents, an instruction;
+  ``POST /score`` (also ``/v1/score``): queries and documents, 1:1, 1:N or N:N;
 * ``POST /v1/chat/completions``: the answer model, streamed as server-sent events (a closed
   connection stops the generation);
 * ``GET /v1/models``, ``GET /health``, ``GET /version``, and kbterm's own ``GET /kbterm/v1/stats``
@@ -237,6 +238,53 @@ class Api:
                                        "total_tokens": result.tokens},
                              "results": results})
 
+    async def score(self, request: Request) -> Response:
+        """vLLM's ``/score``: ``queries`` and ``documents`` (or ``text_1``/``text_2``,
+        ``data_1``/``data_2``, ``queries``/``items``), 1:1, 1:N or N:N."""
+        self.role_model("reranker")
+        body = await read_json(request, self.max_bytes)
+        name = self.check_model(body, "reranker")
+        for left, right in (("queries", "documents"), ("queries", "items"),
+                            ("text_1", "text_2"), ("data_1", "data_2")):
+            if left in body and right in body:
+                queries, documents = body[left], body[right]
+                break
+        else:
+            raise ApiError(400, "a score request needs queries and documents "
+                                "(or text_1 and text_2)")
+        queries = queries if isinstance(queries, list) else [queries]
+        documents = documents if isinstance(documents, list) else [documents]
+        if len(queries) != 1 and len(queries) != len(documents):
+            raise ApiError(400, "Input lengths must be either 1:1, 1:N or N:N")
+        if len(documents) > self.hosts.max_documents:
+            raise ApiError(413, f"{len(documents)} documents is over this server's limit of "
+                                f"{self.hosts.max_documents} (serve.max_documents)",
+                           "RequestTooLarge", "documents")
+        instruction = body.get("instruction") or \
+            (body.get("chat_template_kwargs") or {}).get("instruction")
+        docs = [self.decode_item(d, body) for d in documents]
+        coalescer = self.hosts.reranks
+        assert coalescer is not None
+        if len(queries) == 1:
+            jobs = [RerankJob(self.decode_item(queries[0], body), docs, instruction)]
+        else:
+            jobs = [RerankJob(self.decode_item(q, body), [d], instruction)
+                    for q, d in zip(queries, docs)]
+        results = await asyncio.gather(*[asyncio.wrap_future(coalescer.submit(j)) for j in jobs])
+        scores, tokens = [], 0
+        for result in results:
+            if result.errors:
+                raise ApiError(400, f"a document cannot be read: "
+                                    f"{sorted(result.errors.items())[0][1]}", param="documents")
+            scores.extend(result.scores)
+            tokens += result.tokens
+        return JSONResponse({
+            "id": f"score-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+            "model": name,
+            "data": [{"index": i, "object": "score", "score": v} for i, v in enumerate(scores)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        })
+
     async def chat(self, request: Request) -> Response:
         model = self.role_model("generator")
         body = await read_json(request, self.max_bytes)
@@ -312,16 +360,24 @@ class Api:
             yield "data: [DONE]\n\n"
         finally:
             # The client went away or the answer ended: either way the generation thread
-            # stops after its current token.
+            # stops after its current token.  A piece still being waited for is not awaited
+            # here (a cancelled task cannot wait): the stream is closed, and counted as
+            # closed, when that piece comes.
             watcher.cancel()
             stream.cancel()
+
+            def finish(done: Any = None) -> None:
+                if done is not None and not done.cancelled():
+                    done.exception()  # retrieved: the stream is over either way
+                try:
+                    stream.close()
+                finally:
+                    self.hosts.streams_open -= 1
+
             if pending is not None and not pending.done():
-                try:  # the piece being waited for comes within a token
-                    await asyncio.shield(pending)
-                except BaseException:  # noqa: BLE001 - the stream is over either way
-                    pass
-            stream.close()
-            self.hosts.streams_open -= 1
+                pending.add_done_callback(finish)
+            else:
+                finish()
 
 
 def _finish(made: int, limit: int) -> str:
@@ -360,5 +416,6 @@ def make_app(hosts: Hosts, keys: list[str], info: dict[str, "Host"]) -> Starlett
         Route("/kbterm/v1/stats", guarded(api.stats), methods=["GET"]),
         Route("/kbterm/v1/tokenizer/embedder", guarded(api.tokenizer), methods=["GET"]),
     ] + [Route(path, guarded(api.rerank), methods=["POST"])
-         for path in ("/v1/rerank", "/rerank", "/v2/rerank")]
+         for path in ("/v1/rerank", "/rerank", "/v2/rerank")
+         ] + [Route(path, guarded(api.score), methods=["POST"]) for path in ("/score", "/v1/score")]
     return Starlette(routes=routes)
