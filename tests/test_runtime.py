@@ -119,6 +119,7 @@ def test_registry_gives_one_lazy_model_per_role_and_settings(tiny_model_dir):
                       "reranker": {"model": str(tiny_model_dir)},
                       "generator": {"model": str(tiny_model_dir), "dtype": "float32"}}}
     config = config_from_dict(raw)
+    release_all()  # another test of this process may have used these settings
     embedder = get_embedder(config)
     assert embedder is get_embedder(config_from_dict(raw))  # same settings: same object
     assert not embedder.loaded  # nothing loads until first use

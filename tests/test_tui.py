@@ -1130,3 +1130,6 @@ def test_the_status_bar_says_which_host_each_role_uses():
                         "rerank kbterm serve · answers server")
     assert forms[1:] == ("Qwen3-VL-Embedding-2B (kbterm serve, cuda bfloat16)",
                          "Qwen3-VL-Embedding-2B")
+    timed = model_forms(local, {"reranker": "in process"}, latency=0.0123)
+    assert timed == ("Qwen3-VL-Embedding-2B (cpu bfloat16, 12 ms a query)",
+                     "Qwen3-VL-Embedding-2B (cpu bfloat16)", "Qwen3-VL-Embedding-2B")

@@ -61,26 +61,38 @@ def warm(searcher_of: Callable[[], "Searcher"], post: Post) -> None:
         # full garbage collection walked them all: 100-300 ms pauses in the middle of
         # showing results (BENCHMARKS.md).  Frozen, the collector skips them.
         gc.freeze()
+        from kbterm.backends.latency import expected
+
         post(messages.ModelState(model_forms(host, {
-            role: choose(searcher.config, role).kind for role in ("reranker", "generator")})))
+            role: choose(searcher.config, role).kind for role in ("reranker", "generator")},
+            expected(searcher.config.data_path, "embedder", host))))
     except KbtermError as exc:
         post(messages.ModelState(("embedder unavailable: keyword search", "keyword search")))
         post(messages.ErrorShown(str(exc)))
 
 
-def model_forms(host: "Host", others: dict[str, str]) -> tuple[str, ...]:
-    """The status bar's model line, long to short: the embedder and where it runs, then
-    where the reranker and the answer model run when that is not in this process too."""
+def model_forms(host: "Host", others: dict[str, str],
+                latency: float | None = None) -> tuple[str, ...]:
+    """The status bar's model line, long to short: the embedder and where it runs (and what
+    a query costs there, once measured), then where the reranker and the answer model run
+    when that is not in this process too."""
     name = os.path.basename(host.model.rstrip("/")) or host.model
     runtime = " ".join(p for p in (host.device, host.dtype) if p)
     where = ", ".join(p for p in ("" if host.kind == "in process" else host.kind, runtime) if p)
     short = f"{name} ({where})" if where else name
+    if latency is not None:
+        from kbterm.backends.latency import describe
+
+        timed = f"{name} ({where + ', ' if where else ''}{describe(latency)} a query)"
+        short_forms: tuple[str, ...] = (timed, short)
+    else:
+        short_forms = (short,)
     if all(kind == "in process" for kind in others.values()) and host.kind == "in process":
-        return (short, name)
+        return (*short_forms, name)
     rest = " · ".join(f"{'rerank' if role == 'reranker' else 'answers'} "
                       f"{'in process' if kind == 'in process' else kind}"
                       for role, kind in others.items())
-    return (f"{short} · {rest}", short, name)
+    return (f"{short_forms[0]} · {rest}", *short_forms, name)
 
 
 def recount(searcher: "Searcher", post: Post) -> None:
