@@ -193,6 +193,16 @@ class Api:
                                  max_frames=self.hosts.config_limits().max_frames * 4,
                                  fps=float(fps) if isinstance(fps, (int, float)) else None)
 
+    def rerank_settings(self, body: dict[str, Any], documents: int) -> str | None:
+        """Refuse too many documents; the instruction (vLLM 0.33: ``instruction``, or
+        ``chat_template_kwargs.instruction``)."""
+        if documents > self.hosts.max_documents:
+            raise ApiError(413, f"{documents} documents is over this server's limit of "
+                                f"{self.hosts.max_documents} (serve.max_documents)",
+                           "RequestTooLarge", "documents")
+        return body.get("instruction") or \
+            (body.get("chat_template_kwargs") or {}).get("instruction")
+
     async def rerank(self, request: Request) -> Response:
         self.role_model("reranker")
         body = await read_json(request, self.max_bytes)
@@ -200,12 +210,7 @@ class Api:
         documents = body.get("documents")
         if "query" not in body or not isinstance(documents, list):
             raise ApiError(400, "a rerank request needs 'query' and a list of 'documents'")
-        if len(documents) > self.hosts.max_documents:
-            raise ApiError(413, f"{len(documents)} documents is over this server's limit of "
-                                f"{self.hosts.max_documents} (serve.max_documents)",
-                           "RequestTooLarge", "documents")
-        instruction = body.get("instruction") or \
-            (body.get("chat_template_kwargs") or {}).get("instruction")
+        instruction = self.rerank_settings(body, len(documents))
         query = self.decode_item(body["query"], body)
         docs = [self.decode_item(d.get("text") if isinstance(d, dict) and "text" in d else d,
                                  body) for d in documents]
@@ -256,12 +261,7 @@ class Api:
         documents = documents if isinstance(documents, list) else [documents]
         if len(queries) != 1 and len(queries) != len(documents):
             raise ApiError(400, "Input lengths must be either 1:1, 1:N or N:N")
-        if len(documents) > self.hosts.max_documents:
-            raise ApiError(413, f"{len(documents)} documents is over this server's limit of "
-                                f"{self.hosts.max_documents} (serve.max_documents)",
-                           "RequestTooLarge", "documents")
-        instruction = body.get("instruction") or \
-            (body.get("chat_template_kwargs") or {}).get("instruction")
+        instruction = self.rerank_settings(body, len(documents))
         docs = [self.decode_item(d, body) for d in documents]
         coalescer = self.hosts.reranks
         assert coalescer is not None
