@@ -67,12 +67,19 @@ def corpus(tmp_path_factory) -> Path:
     return build_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
 
 
+SERVE_KEY_ENV = "KBTERM_TEST_SERVE_KEY"
+
+
 def write_config_file(path: Path, model_dir: Path, extra: str = "",
-                      data_dir: Path | None = None, generator: str = "") -> Path:
+                      data_dir: Path | None = None, generator: str = "",
+                      served: object = None) -> Path:
     """A config file whose three roles use ``model_dir`` on the CPU (``extra``: more TOML
-    tables; ``generator``: more keys of [models.generator])."""
+    tables; ``generator``: more keys of [models.generator]; ``served``: the state of a
+    ``kbterm serve`` hosting ``model_dir`` that the three roles then use)."""
     head = f'data_dir = "{data_dir}"\n' if data_dir else ""
-    roles = "".join(f'[models.{role}]\nmodel = "{model_dir}"\n'
+    host = (f'backend = "server"\nurl = "{served.url}"\napi_key_env = "{SERVE_KEY_ENV}"\n'
+            if served is not None else "")
+    roles = "".join(f'[models.{role}]\nmodel = "{model_dir}"\n{host}'
                     for role in ("embedder", "reranker", "generator")) + generator
     path.write_text(f'{head}[models]\ndevice = "cpu"\ndtype = "float32"\n{roles}{extra}\n')
     return path
@@ -93,6 +100,32 @@ def index_model_dir(tmp_path_factory) -> Path:
 
     return build_random_checkpoint(tmp_path_factory.mktemp("index-qwen3-vl"),
                                    vocab_size=4000, training_text=tokenizer_training_lines())
+
+
+@pytest.fixture(scope="session")
+def index_serve(tmp_path_factory, index_model_dir):
+    """One ``kbterm serve`` hosting the index checkpoint, for command-line tests whose subject
+    is not where the models run: each command then starts in a second instead of importing
+    torch and loading three models (``write_config_file(..., served=index_serve)``)."""
+    import subprocess
+    import sys
+
+    from kbterm.serve.state import wait_ready
+
+    root = tmp_path_factory.mktemp("index-serve")
+    data = root / "data"
+    config = write_config_file(root / "serve.toml", index_model_dir, "[serve]\nport = 0\n",
+                               data_dir=data)
+    env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
+    proc = subprocess.Popen([sys.executable, "-m", "kbterm", "--config", str(config), "serve",
+                             "--log-file", str(root / "serve.log")], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = wait_ready(data, proc.pid, timeout=300)
+    assert state is not None, (root / "serve.log").read_text()
+    os.environ[SERVE_KEY_ENV] = state.token  # inherited by the commands the tests start
+    yield state
+    proc.terminate()
+    proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

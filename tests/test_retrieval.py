@@ -234,10 +234,10 @@ def test_citations():
         "long.mp4 @ 1:02:05-1:02:35"
 
 
-def test_search_json_shape(library, index_model_dir, tmp_path):
+def test_search_json_shape(library, index_model_dir, index_serve, tmp_path):
     config, _ = library
     cfg_file = write_config_file(tmp_path / "c.toml", index_model_dir,
-                                 data_dir=config.data_path)
+                                 data_dir=config.data_path, served=index_serve)
     proc = kbterm(["--config", str(cfg_file), "search", "rope", "-k", "3", "--json"])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
@@ -322,11 +322,11 @@ def test_ask_without_relevant_evidence_says_so(library, searcher, generator):
     assert generator.last_generated_tokens == calls  # nothing generated
 
 
-def test_ask_cli(library, index_model_dir, tmp_path):
+def test_ask_cli(library, index_model_dir, index_serve, tmp_path):
     config, _ = library
     cfg_file = write_config_file(tmp_path / "c.toml", index_model_dir,
                                  "[ask]\nmin_rerank_score = 0.0\n", data_dir=config.data_path,
-                                 generator="max_new_tokens = 8\n")
+                                 generator="max_new_tokens = 8\n", served=index_serve)
     text = cfg_file.read_text()
     proc = kbterm(["--config", str(cfg_file), "ask", "What follows the new moon?", "--json"])
     out, err = proc.communicate(timeout=300)
@@ -346,9 +346,11 @@ def test_ask_cli(library, index_model_dir, tmp_path):
     proc = kbterm(["--config", str(cfg_file), "ask", ""])
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    missing = tmp_path / "missing.toml"
-    missing.write_text(text.replace(f'[models.generator]\nmodel = "{index_model_dir}"',
-                                    f'[models.generator]\nmodel = "{tmp_path / "nope"}"'))
+    missing = write_config_file(tmp_path / "missing.toml", index_model_dir,
+                                "[ask]\nmin_rerank_score = 0.0\n", data_dir=config.data_path)
+    missing.write_text(missing.read_text().replace(
+        f'[models.generator]\nmodel = "{index_model_dir}"',
+        f'[models.generator]\nmodel = "{tmp_path / "nope"}"'))
     proc = kbterm(["--config", str(missing), "ask", "What follows the new moon?"])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in err
