@@ -50,7 +50,7 @@ def test_log_messages_are_escaped():
 
 
 @pytest.fixture(scope="module")
-def hostile_index(tmp_path_factory, index_model_dir):
+def hostile_index(tmp_path_factory, index_model_dir, index_serve):
     root = tmp_path_factory.mktemp("hostile")
     folder = root / "notes"
     folder.mkdir()
@@ -60,7 +60,7 @@ def hostile_index(tmp_path_factory, index_model_dir):
     data = root / "data"
     config = write_config_file(root / "c.toml", index_model_dir, data_dir=data,
                                extra="[ask]\nmin_rerank_score = 0.0\n",
-                               generator="max_new_tokens = 4\n")
+                               generator="max_new_tokens = 4\n", served=index_serve)
     proc = run(["--config", str(config), "index", "--no-progress", str(folder)])
     return config, proc
 
