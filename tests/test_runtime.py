@@ -59,6 +59,9 @@ def test_cpu_flags_are_read_from_cpuinfo():
     info = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n"
     assert cpu_native_bf16(cpu_flags(info)) == "avx512_bf16"
     assert cpu_native_bf16(cpu_flags("flags : fpu sse avx2\n")) is None
+    # The flag alone is not enough when torch says it has no native kernel for it.
+    assert cpu_native_bf16(cpu_flags(info), torch_says=False) is None
+    assert cpu_native_bf16(cpu_flags(info), torch_says=True) == "avx512_bf16"
     assert cpu_flags("Features : fp asimd bf16\n") == {"fp", "asimd", "bf16"}
 
 
@@ -67,11 +70,15 @@ def test_auto_on_this_machine_follows_its_cpu():
 
     from kbterm.models.runtime import cpu_native_bf16
 
+    from kbterm.models.runtime import torch_native_bf16
+
     rt = choose_runtime()
     if not torch.cuda.is_available():
         native = cpu_native_bf16()
         assert rt.device == "cpu"
         assert rt.dtype == ("bfloat16" if native else "float32")
+        if torch_native_bf16() is False:
+            assert rt.dtype == "float32"  # emulated bfloat16 would be slower here
     assert rt.torch_dtype() in (torch.float32, torch.bfloat16)
 
 

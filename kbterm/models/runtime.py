@@ -78,10 +78,35 @@ def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     return set()
 
 
-def cpu_native_bf16(flags: set[str] | None = None) -> str | None:
-    """The flag that gives this CPU native bfloat16, or None."""
+def torch_native_bf16() -> bool | None:
+    """Whether this torch build runs bfloat16 natively on this CPU (AVX512-BF16 or AMX
+    kernels), or None when it does not say.  A flag in /proc/cpuinfo is not enough: a CPU
+    whose flags a virtual machine hides, or a torch built without those kernels, emulates
+    bfloat16, several times slower than float32 (BENCHMARKS.md, "Model hosts")."""
+    import torch
+
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported",
+                                                     "_is_amx_tile_supported")]
+    checks = [c for c in checks if callable(c)]
+    if not checks:
+        return None
+    return any(bool(check()) for check in checks)
+
+
+ASK_TORCH = "ask"
+
+
+def cpu_native_bf16(flags: set[str] | None = None, torch_says: bool | None | str = ASK_TORCH
+                    ) -> str | None:
+    """The CPU flag that gives native bfloat16, or None: the flag must be there and torch
+    must use it.  ``torch_says``: what torch reports (asked of this torch when the flags are
+    this CPU's; flags given alone are trusted)."""
+    if torch_says == ASK_TORCH:
+        torch_says = torch_native_bf16() if flags is None else None
     flags = cpu_flags() if flags is None else flags
-    return next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
+    flag = next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
+    return None if flag is None or torch_says is False else flag
 
 
 def choose_runtime(
