@@ -2,8 +2,8 @@
 answers look wrong.
 
 vLLM has open bugs on these models (reranker image scores stuck near 0.5, vllm#33885 and
-#34502; prompts built without the chat template, so instructions and pictures are lost; see
-../docs in the README).  A server that drops the instruction gives one vector whatever the
+#34502; prompts built without the chat template, so instructions and pictures are lost; the
+README's "For users who outgrow one machine" gives the commands that avoid them).  A server that drops the instruction gives one vector whatever the
 instruction; one that drops pictures gives two different pictures the same vector or score.
 When the same checkpoint is on this machine, the server's vectors and scores are compared with
 the in-process ones.
