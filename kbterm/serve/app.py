@@ -32,7 +32,6 @@ from starlette.routing import Route
 from kbterm import __version__
 from kbterm.backends.wire import (
     TooLarge,
-    WireError,
     encode_embedding,
     item_from_content,
     local_chat,
