@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from kbterm.backends.base import AnswerBackend, EmbeddingBackend, Host, RerankBackend
@@ -87,60 +88,55 @@ def _serve_tokenizer(config: "Config") -> Any:
     return lambda embedder: cached_tokenizer(config.data_path, embedder.tokenizer_file())
 
 
+def _server(config: "Config", role: str, choice: Choice, build: Any, *settings: Any) -> Any:
+    """The one server backend of ``role`` for these settings: ``build(endpoint, model=…,
+    served_name=…, kind=…)`` makes it; ``settings`` are the role's own ones that shape it."""
+    c = getattr(config.models, role)
+    key = (role, choice, c.model, c.served_name, c.timeout_seconds, c.retries, *settings)
+    return _get(key, lambda: build(_endpoint(config, role, choice), model=c.model,
+                                   served_name=c.served_name, kind=choice.kind))
+
+
 def get_embedder(config: "Config") -> EmbeddingBackend:
     choice = choose(config, "embedder")
     if choice.backend == "local":
-        from kbterm.models.registry import get_embedder as local
-
-        return local(config)
+        return local_backend(config, "embedder")
     from kbterm.backends.client import ServerEmbedder
 
     c = config.models.embedder
-    key = ("embedder", choice, c.model, c.served_name, c.dimension, c.document_instruction,
-           c.in_flight, c.timeout_seconds, c.retries)
-
-    return _get(key, lambda: ServerEmbedder(
-        _endpoint(config, "embedder", choice), model=c.model, served_name=c.served_name,
-        dimension=c.dimension, instruction=c.document_instruction, in_flight=c.in_flight,
-        kind=choice.kind,
-        tokenizer_source=_serve_tokenizer(config) if choice.kind == "kbterm serve" else None))
+    tokenizer = _serve_tokenizer(config) if choice.kind == "kbterm serve" else None
+    return _server(config, "embedder", choice, partial(
+        ServerEmbedder, dimension=c.dimension, instruction=c.document_instruction,
+        in_flight=c.in_flight, tokenizer_source=tokenizer),
+        c.dimension, c.document_instruction, c.in_flight)
 
 
 def get_reranker(config: "Config") -> RerankBackend:
     choice = choose(config, "reranker")
     if choice.backend == "local":
-        from kbterm.models.registry import get_reranker as local
-
-        return local(config)
+        return local_backend(config, "reranker")
     from kbterm.backends.client import ServerReranker
 
     c = config.models.reranker
-    key = ("reranker", choice, c.model, c.served_name, c.instruction, c.timeout_seconds,
-           c.retries)
-    return _get(key, lambda: ServerReranker(
-        _endpoint(config, "reranker", choice), model=c.model, served_name=c.served_name,
-        instruction=c.instruction, kind=choice.kind))
+    return _server(config, "reranker", choice,
+                   partial(ServerReranker, instruction=c.instruction), c.instruction)
 
 
 def get_generator(config: "Config") -> AnswerBackend:
     choice = choose(config, "generator")
     if choice.backend == "local":
-        from kbterm.models.registry import get_generator as local
-
-        return local(config)
+        return local_backend(config, "generator")
     from kbterm.backends.client import ServerGenerator
 
     c = config.models.generator
-    key = ("generator", choice, c.model, c.served_name, c.max_new_tokens, c.temperature,
-           c.timeout_seconds, c.retries)
-    return _get(key, lambda: ServerGenerator(
-        _endpoint(config, "generator", choice), model=c.model, served_name=c.served_name,
-        max_new_tokens=c.max_new_tokens, temperature=c.temperature, kind=choice.kind))
+    return _server(config, "generator", choice, partial(
+        ServerGenerator, max_new_tokens=c.max_new_tokens, temperature=c.temperature),
+        c.max_new_tokens, c.temperature)
 
 
 def local_backend(config: "Config", role: str) -> Any:
-    """The in-process model of ``role`` whatever the config chooses (the doctor compares a
-    server with it)."""
+    """The in-process model of ``role`` (what ``local`` means, and what the doctor compares a
+    server with)."""
     from kbterm.models import registry
 
     return {"embedder": registry.get_embedder, "reranker": registry.get_reranker,

@@ -184,7 +184,7 @@ class ServerReranker(ServerRole):
     def score(self, query: "Item", documents: Sequence["Item"], instruction: str | None = None,
               *, cancel: threading.Event | None = None,
               unreadable: dict[int, str] | None = None) -> list[float]:
-        from kbterm.backends.wire import rerank_document, rerank_request
+        from kbterm.backends.wire import rerank_body, rerank_document
 
         instruction = instruction or self.default_instruction
         scores: list[float | None] = [None] * len(documents)
@@ -203,8 +203,8 @@ class ServerReranker(ServerRole):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             chunk = wired[start:start + RERANK_REQUEST_DOCUMENTS]
-            body = rerank_request(self.served_name(), "", [], instruction, self.limits)
-            body["query"], body["documents"] = wired_query, [d for _i, d in chunk]
+            body = rerank_body(self.served_name(), wired_query, [d for _i, d in chunk],
+                               instruction)
             for index, value in self._post(body, len(chunk)):
                 scores[chunk[index][0]] = value
         return scores  # type: ignore[return-value]

@@ -142,10 +142,17 @@ def rerank_request(model: str, query: "Item", documents: Sequence["Item"], instr
     (``qwen3_vl_reranker.jinja``), which takes the instruction from ``instruction`` (vLLM 0.33;
     the same as ``chat_template_kwargs.instruction``).  One ``{"content": [...]}`` is one
     document from vLLM 0.33 on (0.15 split its parts into separate documents)."""
+    return rerank_body(model, rerank_document(query, limits),
+                       [rerank_document(d, limits) for d in documents], instruction)
+
+
+def rerank_body(model: str, query: Any, documents: list[Any], instruction: str
+                ) -> dict[str, Any]:
+    """The rerank body of a query and documents already on the wire."""
     return {
         "model": model,
-        "query": rerank_document(query, limits),
-        "documents": [rerank_document(d, limits) for d in documents],
+        "query": query,
+        "documents": documents,
         "instruction": instruction,
         "chat_template_kwargs": {"instruction": instruction},
         "return_documents": False,
