@@ -70,6 +70,17 @@ def check_consistent(config: Config) -> None:
                                                           per_file.get(rec.file_id, 0))
 
 
+# A prelude that pauses after every commit of the child's indexer (the tests' kill or signal
+# must land while the run is still going: the tiny model is faster than a ledger read).
+PACED = ("import time\nimport kbterm.indexer as m\n"
+         "_commit, _drain = m.Indexer._commit, m.Indexer._drain_staged\n"
+         "def _paced(self, *a, **k):\n    _commit(self, *a, **k)\n    time.sleep(0.3)\n"
+         "def _paced_drain(self, item, *a, **k):\n    before = item.written\n"
+         "    _drain(self, item, *a, **k)\n"
+         "    if item.written != before:\n        time.sleep(0.3)\n"
+         "m.Indexer._commit, m.Indexer._drain_staged = _paced, _paced_drain\n")
+
+
 def kbterm(args: list[str], prelude: str = "", env_extra: dict[str, str] | None = None,
            **kwargs) -> subprocess.Popen:
     code = prelude + "\nfrom kbterm.cli import main; main()"

@@ -128,7 +128,8 @@ def test_folders_remove_takes_the_folders_files_out_of_the_index(tmp_path, index
 
 
 def test_detached_watcher_starts_from_a_folder_holding_a_kbterm_folder(tmp_path,
-                                                                       index_model_dir):
+                                                                       index_model_dir,
+                                                                       index_serve):
     """``cd ~ && kbterm watch --detach`` after cloning into ~/kbterm: the clone's folder must
     not shadow the installed package in the child."""
     home = tmp_path / "home"
@@ -138,7 +139,8 @@ def test_detached_watcher_starts_from_a_folder_holding_a_kbterm_folder(tmp_path,
     notes.mkdir()
     (notes / "a.txt").write_text("Indexed by a watcher started from the home folder.\n")
     data = tmp_path / "data"
-    config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data)
+    config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data,
+                               served=index_serve)
     env = subprocess_env(KBTERM_CONFIG=str(config))
     env.pop("KBTERM_DATA_DIR", None)
     proc = run_script(["watch", "--detach", str(notes)], home, env)
@@ -167,13 +169,14 @@ def test_kbterm_child_argv_keeps_the_current_folder_off_sys_path():
     assert argv[:4] == [sys.executable, "-P", "-m", "kbterm"]
 
 
-def test_ctrl_c_in_index_says_what_was_kept(tmp_path, index_model_dir):
+def test_ctrl_c_in_index_says_what_was_kept(tmp_path, index_model_dir, index_serve):
     folder = tmp_path / "notes"
     folder.mkdir()
     for i in range(4):
         (folder / f"n{i}.md").write_text(f"# Note {i}\n\nText of note {i}.\n")
     data = tmp_path / "data"
-    config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data)
+    config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data,
+                               served=index_serve)
     # The third file's parse is interrupted as a Ctrl-C would: the first two are committed.
     prelude = (
         "import kbterm.indexer as m\n"
@@ -194,7 +197,10 @@ def test_ctrl_c_in_index_says_what_was_kept(tmp_path, index_model_dir):
 
 
 def test_search_and_ask_print_no_library_warning_and_ask_prints_timings(tmp_path,
-                                                                         index_model_dir):
+                                                                         index_model_dir,
+                                                                         index_embedder):
+    """The models load in each command, as for a new user (no kbterm serve): the libraries
+    must say nothing on the terminal.  (The index is built in-process: not the subject.)"""
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "a.md").write_text("# Zebra\n\nZebras have stripes.\n")
@@ -202,8 +208,8 @@ def test_search_and_ask_print_no_library_warning_and_ask_prints_timings(tmp_path
     config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data,
                                extra="[ask]\nmin_rerank_score = 0.0\n",
                                generator="max_new_tokens = 4\n")
-    proc = kbterm(["--config", str(config), "index", str(folder)])
-    assert proc.wait(timeout=180) == 0
+    assert run_index(make_config(index_model_dir, data, [folder]),
+                     embedder=index_embedder).indexed == 1
     search = kbterm(["--config", str(config), "search", "zebra"])
     out, err = search.communicate(timeout=180)
     assert search.returncode == 0, err

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO, subprocess_env, write_config_file
 from indexing_helpers import (
+    PACED,
     chunks,
     check_consistent,
     kbterm,
@@ -34,9 +35,10 @@ def _explicit_data_dir(monkeypatch):
     monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
 
 
-def write_config(path: Path, model_dir: Path, data_dir: Path, extra: str = "") -> Path:
+def write_config(path: Path, model_dir: Path, data_dir: Path, extra: str = "",
+                 served: object = None) -> Path:
     return write_config_file(path, model_dir, "[indexing]\nkeep_versions_seconds = 0\n" + extra,
-                             data_dir=data_dir)
+                             data_dir=data_dir, served=served)
 
 
 def make_bad_folder(root: Path, corpus: Path) -> dict[str, str]:
@@ -113,8 +115,9 @@ def can_drop_dac_override() -> bool:
     return proc.returncode != 0
 
 
-def test_bad_input_is_recorded_and_the_rest_indexed(corpus, index_model_dir):
-    """Root reads every file; the child drops that power so file permissions apply."""
+def test_bad_input_is_recorded_and_the_rest_indexed(corpus, index_model_dir, index_serve):
+    """Root reads every file; the child drops that power so file permissions apply.  The
+    child embeds through the shared ``kbterm serve`` (its tokenizer: the copied model)."""
     as_root = os.geteuid() == 0
     permissions_apply = can_drop_dac_override()
     base = Path(tempfile.mkdtemp(prefix="kbterm-bad-"))
@@ -125,7 +128,7 @@ def test_bad_input_is_recorded_and_the_rest_indexed(corpus, index_model_dir):
         root = base / "folder"
         expected = make_bad_folder(root, corpus)
         data = base / "data"
-        config = write_config(base / "config.toml", model, data)
+        config = write_config(base / "config.toml", model, data, served=index_serve)
         for p in [base, *base.rglob("*")]:
             if not p.is_symlink() and p.name != "secret.txt":
                 os.chmod(p, 0o777 if p.is_dir() else 0o666)
@@ -191,19 +194,24 @@ def test_usage_errors_exit_2_and_unusable_data_dir_exits_1(tmp_path, index_model
 
 
 @pytest.mark.parametrize("moment", ["between-commits", "while-staging"])
-def test_kill_9_then_run_again(tmp_path, corpus, index_model_dir, index_embedder, moment):
+def test_kill_9_then_run_again(tmp_path, corpus, index_model_dir, index_embedder, index_serve,
+                               moment):
+    """The killed run embeds through the shared ``kbterm serve`` (the subject is the index's
+    durability, not where the model runs); the resuming run is in-process."""
     folder = tmp_path / "folder"
     folder.mkdir()
     for i in range(40):
         (folder / f"note-{i:02d}.txt").write_text(f"Note {i}: " + "tide and lamp " * 40 + "\n")
     big = folder / "big.txt"
-    big.write_text("".join(f"Paragraph {i} about storms.\n" * 6 for i in range(1500)))
+    big.write_text("".join(f"Paragraph {i} about storms.\n" * 6 for i in range(150)))
     data = tmp_path / "data"
     config = write_config(tmp_path / "c.toml", index_model_dir, data,
-                          "[indexing.chunking.text]\nsize = 32\noverlap = 4\n")
+                          "[indexing.chunking.text]\nsize = 32\noverlap = 4\n", served=index_serve)
+    # Each commit (of finished files, or of a staged file's rows) is followed by a pause, so
+    # the moment lasts long enough to be seen and the kill lands inside it.
     prelude = (
-        "import kbterm.indexer as m\n"
-        "m.COMMIT_FILES = 4\nm.COMMIT_SECONDS = 0.0\nm.STAGE_ROWS = 8\nm.COMMIT_ROWS = 8\n"
+        PACED + "m.COMMIT_FILES = 4\nm.COMMIT_SECONDS = 0.0\nm.STAGE_ROWS = 8\n"
+        "m.COMMIT_ROWS = 8\n"
     )
     proc = kbterm(["--config", str(config), "index", "--no-progress", str(folder)], prelude)
     store = Store(data)
@@ -242,15 +250,18 @@ def test_kill_9_then_run_again(tmp_path, corpus, index_model_dir, index_embedder
     assert again.unchanged == 41 and again.model_calls == 0
 
 
-def test_ctrl_c_keeps_finished_files_and_exits_130(tmp_path, index_model_dir, index_embedder):
+def test_ctrl_c_keeps_finished_files_and_exits_130(tmp_path, index_model_dir, index_embedder,
+                                                   index_serve):
     folder = tmp_path / "folder"
     folder.mkdir()
     for i in range(60):
         (folder / f"note-{i:02d}.txt").write_text(f"Note {i}: " + "gull and buoy " * 60 + "\n")
     data = tmp_path / "data"
     config = write_config(tmp_path / "c.toml", index_model_dir, data,
-                          "[indexing.chunking.text]\nsize = 32\noverlap = 4\n")
-    prelude = "import kbterm.indexer as m\nm.COMMIT_FILES = 4\nm.COMMIT_SECONDS = 0.0\n"
+                          "[indexing.chunking.text]\nsize = 32\noverlap = 4\n", served=index_serve)
+    # Each commit is followed by a pause, so the run is still going when the signal lands
+    # (the tiny model indexes the 60 notes faster than the test can read the ledger).
+    prelude = PACED + "m.COMMIT_FILES = 4\nm.COMMIT_SECONDS = 0.0\n"
     proc = kbterm(["--config", str(config), "index", "--no-progress", str(folder)], prelude)
     store = Store(data)
     try:

@@ -346,11 +346,11 @@ def test_ask_cli(library, index_model_dir, index_serve, tmp_path):
     proc = kbterm(["--config", str(cfg_file), "ask", ""])
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
-    missing = write_config_file(tmp_path / "missing.toml", index_model_dir,
-                                "[ask]\nmin_rerank_score = 0.0\n", data_dir=config.data_path)
-    missing.write_text(missing.read_text().replace(
-        f'[models.generator]\nmodel = "{index_model_dir}"',
-        f'[models.generator]\nmodel = "{tmp_path / "nope"}"'))
+    # The answer model is missing (in-process, no weights); the other two are served.
+    missing = tmp_path / "missing.toml"
+    head, generator = text.split("[models.generator]\n")
+    missing.write_text(head + f'[models.generator]\nmodel = "{tmp_path / "nope"}"\n'
+                       + generator.split("\n", 4)[4])
     proc = kbterm(["--config", str(missing), "ask", "What follows the new moon?"])
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "Traceback" not in err

@@ -117,8 +117,11 @@ def test_vectors_equal_the_in_process_ones(served, tiny_model_dir, embedder):
     client = ServerEmbedder(endpoint(state), model=str(tiny_model_dir),
                             instruction="Represent the user's input.")
     frames = [picture(20 + i, (64, 64)) for i in range(4)]
+    # (A PDF page comes as RGBX, PIL's padded RGB, which PNG cannot hold.)
+    page = picture(6).convert("RGBX")
     items = ["a note about the budget", "中文笔记：预算会议", "한국어 메모", Image(picture(1)),
-             ["a caption", Image(picture(2))], Video(frames, fps=1.0), []]
+             ["a caption", Image(picture(2))], Video(frames, fps=1.0), [], Image(page),
+             Video([f.convert("RGBX") for f in frames], fps=1.0)]
     got, want = client.embed(items), embedder.embed(items)
     assert got.shape == want.shape == (len(items), 64)
     assert np.abs(got - want).max() <= 1e-5

@@ -207,6 +207,27 @@ def test_empty_index_shows_how_to_add_folders(tmp_path, index_model_dir):
     asyncio.run(scenario())
 
 
+def test_a_background_job_that_fails_says_so(indexed, index_embedder, monkeypatch):
+    """A job's unexpected error (a bug, not a reported failure) reaches the status line;
+    textual would swallow it (the jobs do not exit the app on error)."""
+    from kbterm.tui import jobs
+
+    def warm(searcher_of, post):
+        raise RuntimeError("the disk fell off")
+
+    monkeypatch.setattr(jobs, "warm", warm)
+
+    async def scenario() -> None:
+        app = make_app(indexed, searcher=Searcher(indexed, embedder=index_embedder))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot, app, lambda: "the disk fell off" in app.last_error,
+                         what="the warm job's error")
+            assert app.last_error == "_warm failed: RuntimeError: the disk fell off"
+            assert "the disk fell off" in str(app.query_one("#status").render())
+
+    asyncio.run(scenario())
+
+
 def test_missing_model_falls_back_to_keywords(indexed, tmp_path):
     from dataclasses import replace
 

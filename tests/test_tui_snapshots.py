@@ -100,8 +100,11 @@ async def wait(pilot, predicate, what: str, timeout: float = 30.0) -> None:
         await pilot.pause(0.05)
         if predicate():
             return
+    app = pilot.app
+    workers = ", ".join(f"{w.name}={w.state.name}" for w in app.workers)
     raise AssertionError(f"timed out waiting for {what} (last error: "
-                         f"{getattr(pilot.app, 'last_error', '')!r})")
+                         f"{getattr(app, 'last_error', '')!r}; previewed: "
+                         f"{getattr(app, 'previewed', None)!r}; workers: {workers})")
 
 
 async def search_and_pin(pilot, query: str, select: str | None = None) -> None:

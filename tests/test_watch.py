@@ -20,7 +20,8 @@ from typing import Any, Callable
 import pytest
 
 from conftest import write_config_file
-from indexing_helpers import check_consistent, chunks, kbterm, ledger, make_config, wait_for
+from indexing_helpers import (PACED, check_consistent, chunks, kbterm, ledger, make_config,
+                              wait_for)
 from kbterm.config import config_from_dict
 from kbterm.lock import LockHeld
 from kbterm.store import Store
@@ -522,13 +523,16 @@ def test_kbterm_index_hands_its_paths_to_the_watcher(tmp_path, folder, make_runn
 # --------------------------------------------------------------------------- processes
 
 
-def test_kill_9_in_a_burst_then_restart(tmp_path, folder, index_model_dir):
+def test_kill_9_in_a_burst_then_restart(tmp_path, folder, index_model_dir, index_serve):
+    """The watchers embed through the shared ``kbterm serve``: the subject is what a kill
+    leaves in the index, not where the model runs."""
     data = tmp_path / "data"
     config = write_config_file(
         tmp_path / "c.toml", index_model_dir,
         "[indexing]\nkeep_versions_seconds = 0\n[indexing.chunking.text]\nsize = 32\n"
-        "overlap = 4\n[watch]\ndebounce_seconds = 0.2\nbatch_seconds = 1.0\n", data_dir=data)
-    prelude = "import kbterm.indexer as m\nm.COMMIT_FILES = 8\nm.COMMIT_SECONDS = 0.0\n"
+        "overlap = 4\n[watch]\ndebounce_seconds = 0.2\nbatch_seconds = 1.0\n", data_dir=data,
+        served=index_serve)
+    prelude = PACED + "m.COMMIT_FILES = 8\nm.COMMIT_SECONDS = 0.0\n"
     proc = kbterm(["--config", str(config), "watch", str(folder)], prelude)
     try:
         wait_for(lambda: read_state(data).last_sweep_at > 0, proc, 120)
@@ -566,10 +570,11 @@ def test_kill_9_in_a_burst_then_restart(tmp_path, folder, index_model_dir):
     assert not (data / "index" / "run.json").exists()
 
 
-def test_detach_status_and_stop(tmp_path, folder, index_model_dir):
+def test_detach_status_and_stop(tmp_path, folder, index_model_dir, index_serve):
     data = tmp_path / "data"
     config = write_config_file(tmp_path / "c.toml", index_model_dir,
-                               "[watch]\ndebounce_seconds = 0.2\n", data_dir=data)
+                               "[watch]\ndebounce_seconds = 0.2\n", data_dir=data,
+                               served=index_serve)
     (folder / "a.txt").write_text("Indexed by a watcher in the background.\n")
     proc = kbterm(["--config", str(config), "watch", "--detach", str(folder)])
     out, err = proc.communicate(timeout=120)

@@ -39,18 +39,22 @@ VIDEO_FILE_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mkv": "video/x
 # --------------------------------------------------------------------------- client side
 
 
-def png_data_url(image: "PILImage") -> str:
+def _png(image: "PILImage") -> bytes:
+    """``image`` as PNG bytes, in RGB (the models see RGB: a PDF page's ``RGBX`` and other
+    layouts PNG cannot hold lose nothing the model would have seen)."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def png_data_url(image: "PILImage") -> str:
+    return "data:image/png;base64," + base64.b64encode(_png(image)).decode("ascii")
 
 
 def frames_data_url(frames: Sequence["PILImage"]) -> str:
-    encoded = []
-    for frame in frames:
-        buf = io.BytesIO()
-        frame.save(buf, format="PNG", compress_level=1)
-        encoded.append(base64.b64encode(buf.getvalue()).decode("ascii"))
+    encoded = [base64.b64encode(_png(frame)).decode("ascii") for frame in frames]
     return f"data:{FRAMES_MEDIA_TYPE};base64," + ",".join(encoded)
 
 

@@ -30,6 +30,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.filter import LineFilter
 from textual.widgets import Input, Select
+from textual.worker import Worker, WorkerState
 
 from kbterm.filetypes import IMAGE_SUFFIXES
 from kbterm.paths import display_path
@@ -251,6 +252,14 @@ class KbtermApp(App[None]):
     @while_mounted
     def on_error_shown(self, message: messages.ErrorShown) -> None:
         self._set_error(message.error)
+
+    @while_mounted
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A background job that failed where it did not expect to (each job reports its
+        own errors) says so in the status line, never silently."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self._set_error(f"{event.worker.name} failed: {type(error).__name__}: {error}")
 
     @while_mounted
     def on_index_counted(self, message: messages.IndexCounted) -> None:

@@ -148,12 +148,12 @@ PREVIEW_PIXELS = 2_000_000
 def picture(searcher: "Searcher", hit: "Hit", before: bool, post: Post) -> None:
     """Decode the picture of ``hit`` for the preview (a PDF text hit's page is rendered, or
     taken from the cache, first); an unreadable one is simply not shown."""
-    from kbterm.ingest.image import load_preview
-
-    path = hit.image_path or searcher.image_for(hit)
-    if path is None:
-        return
     try:
+        from kbterm.ingest.image import load_preview
+
+        path = hit.image_path or searcher.image_for(hit)
+        if path is None:
+            return
         image = load_preview(path, PREVIEW_PIXELS)
     except Exception as exc:  # noqa: BLE001 - gone, swapped, damaged, too large: no picture
         post(messages.ErrorShown(f"cannot show the picture: {exc}"))

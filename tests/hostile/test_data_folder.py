@@ -61,10 +61,12 @@ def build(tmp_path: Path, model_dir: Path, embedder, notes=NOTES, data: Path | N
     return cfg, folder
 
 
-def config_file(tmp_path: Path, model_dir: Path, cfg) -> Path:
+def config_file(tmp_path: Path, model_dir: Path, cfg, served: object) -> Path:
+    """The config of ``cfg`` for the command line; its models are the shared ``kbterm serve``
+    (``served``): these tests are about the data folder, not where the models run."""
     return write_config_file(tmp_path / "config.toml", model_dir,
                              extra="[indexing]\nkeep_versions_seconds = 0",
-                             data_dir=cfg.data_path)
+                             data_dir=cfg.data_path, served=served)
 
 
 def run_cli(args: list[str], prelude: str = "", timeout: float = 600) -> tuple[int, str, str]:
@@ -114,7 +116,7 @@ def newest_manifest(table: Path) -> Path:
 
 
 def test_a_cut_data_file_is_one_line_and_the_next_index_reembeds_only_its_rows(
-        tmp_path, index_model_dir, index_embedder):
+        tmp_path, index_model_dir, index_embedder, index_serve):
     cfg, folder = build(tmp_path, index_model_dir, index_embedder)
     for name, text in MORE.items():  # a second data file: the one that will be cut
         (folder / name).write_text(text)
@@ -122,7 +124,7 @@ def test_a_cut_data_file_is_one_line_and_the_next_index_reembeds_only_its_rows(
     data_files = sorted((cfg.data_path / "index" / "chunks.lance" / "data").glob("*.lance"),
                         key=lambda p: p.stat().st_mtime_ns)
     cut(data_files[-1])
-    conf = config_file(tmp_path, index_model_dir, cfg)
+    conf = config_file(tmp_path, index_model_dir, cfg, index_serve)
 
     for args in (["status"], ["search", "harbour", "--no-rerank"]):
         code, _out, err = run_cli(["--config", str(conf), *args])
@@ -140,13 +142,13 @@ def test_a_cut_data_file_is_one_line_and_the_next_index_reembeds_only_its_rows(
 
 
 def test_a_cut_version_file_rolls_back_and_repair_reembeds_what_it_lost(
-        tmp_path, index_model_dir, index_embedder):
+        tmp_path, index_model_dir, index_embedder, index_serve):
     cfg, folder = build(tmp_path, index_model_dir, index_embedder)
     (folder / "lamps.txt").write_text("The lighthouse lamp burns whale oil on stormy nights.\n")
     assert run_index(cfg, embedder=index_embedder).indexed == 1
     newest = newest_manifest(cfg.data_path / "index" / "chunks.lance")
     cut(newest)  # the commit that held the edit of lamps.txt
-    conf = config_file(tmp_path, index_model_dir, cfg)
+    conf = config_file(tmp_path, index_model_dir, cfg, index_serve)
 
     code, _out, err = run_cli(["--config", str(conf), "status"])
     assert code == 1  # (LanceDB used to panic here, with a Rust backtrace)
@@ -161,13 +163,13 @@ def test_a_cut_version_file_rolls_back_and_repair_reembeds_what_it_lost(
 
 
 def test_a_cut_ledger_is_rebuilt_from_the_chunks_without_embedding(
-        tmp_path, index_model_dir, index_embedder):
+        tmp_path, index_model_dir, index_embedder, index_serve):
     cfg, folder = build(tmp_path, index_model_dir, index_embedder)
     (folder / "broken.txt").write_bytes(b"\x00\x01binary\x00" * 50)  # a failed file, too
     run_index(cfg, embedder=index_embedder)
     for data_file in (cfg.data_path / "index" / "files.lance" / "data").glob("*.lance"):
         cut(data_file, 0.3)
-    conf = config_file(tmp_path, index_model_dir, cfg)
+    conf = config_file(tmp_path, index_model_dir, cfg, index_serve)
 
     code, out, err = run_cli(["--config", str(conf), "index", "--repair", "--json",
                               str(folder)])
@@ -276,7 +278,8 @@ def read_only(folder: Path):
 
 @pytest.mark.parametrize("cache", ["complete", "missing"])
 def test_search_status_and_the_app_work_on_a_read_only_data_folder(
-        tmp_path, corpus, index_model_dir, index_embedder, caplog, monkeypatch, cache):
+        tmp_path, corpus, index_model_dir, index_embedder, caplog, monkeypatch, cache,
+        index_serve):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where page previews go instead
@@ -287,7 +290,7 @@ def test_search_status_and_the_app_work_on_a_read_only_data_folder(
     expected = Searcher(cfg, embedder=index_embedder).search("harbour", k=50, rerank=False)
     if cache == "missing":
         shutil.rmtree(cfg.data_path / "cache")
-    conf = config_file(tmp_path, index_model_dir, cfg)
+    conf = config_file(tmp_path, index_model_dir, cfg, index_serve)
     before = sorted(str(p) for p in cfg.data_path.rglob("*"))
     with read_only(cfg.data_path):
         with caplog.at_level(logging.WARNING):
@@ -347,12 +350,12 @@ LANCE_ENOSPC = ("lance error: LanceError(IO): No space left on device (os error 
 
 
 def test_a_full_disk_is_one_line_and_keeps_what_was_committed(tmp_path, index_model_dir,
-                                                              index_embedder):
+                                                              index_embedder, index_serve):
     """The commit fails as LanceDB fails on a full disk (deterministic), in the CLI."""
     cfg, folder = build(tmp_path, index_model_dir, index_embedder)
     for name, text in MORE.items():
         (folder / name).write_text(text)
-    conf = config_file(tmp_path, index_model_dir, cfg)
+    conf = config_file(tmp_path, index_model_dir, cfg, index_serve)
     prelude = (
         "import kbterm.store as s\n"
         "def full(self, *a, **k):\n"

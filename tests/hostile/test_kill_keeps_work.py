@@ -10,6 +10,7 @@ import pytest
 
 from conftest import write_config_file
 from indexing_helpers import (
+    PACED,
     explicit_data_dir, check_consistent, kbterm, make_config, run_index, wait_for,
 )
 from kbterm.store import Store
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.usefixtures(explicit_data_dir.__name__)
 
 
 def test_small_files_are_committed_while_a_long_pdf_is_still_being_read(tmp_path,
-                                                                         index_model_dir):
+                                                                         index_model_dir,
+                                                                         index_serve):
     folder = tmp_path / "docs"
     folder.mkdir()
     for i in range(3):
@@ -28,7 +30,8 @@ def test_small_files_are_committed_while_a_long_pdf_is_still_being_read(tmp_path
         doc.new_page().insert_text((72, 72), f"Page {n} of a long report.")
     doc.save(folder / "z-long.pdf")
     data = tmp_path / "data"
-    config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data)
+    config = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=data,
+                               served=index_serve)
     # The PDF's pages come slowly, as a real 150-page PDF's do on a CPU; the run is killed
     # while it is still being read.
     prelude = (
@@ -57,16 +60,19 @@ def test_small_files_are_committed_while_a_long_pdf_is_still_being_read(tmp_path
 
 
 def test_a_killed_staged_file_resumes_from_its_committed_rows(tmp_path, index_model_dir,
-                                                              index_embedder):
+                                                              index_embedder, index_serve):
+    """The killed run embeds through the shared ``kbterm serve``; the resuming run is
+    in-process and must reuse the killed run's rows, not embed them again."""
     folder = tmp_path / "big"
     folder.mkdir()
     lines = [f"Line {i}: the harbour log notes ship number {i * 7919 % 100003}."
-             for i in range(3000)]
+             for i in range(1200)]
     (folder / "log.txt").write_text("\n".join(lines) + "\n")
     data = tmp_path / "data"
     chunking = "[indexing.chunking.text]\nsize = 32\noverlap = 0\n"
-    config = write_config_file(tmp_path / "c.toml", index_model_dir, chunking, data_dir=data)
-    prelude = "import kbterm.indexer as m\nm.STAGE_ROWS = 50\nm.COMMIT_ROWS = 40\n"
+    config = write_config_file(tmp_path / "c.toml", index_model_dir, chunking, data_dir=data,
+                               served=index_serve)
+    prelude = PACED + "m.STAGE_ROWS = 50\nm.COMMIT_ROWS = 40\n"
     proc = kbterm(["--config", str(config), "index", "--no-progress", str(folder)], prelude)
     store = Store(data)
 

@@ -66,11 +66,12 @@ def tui_count(searcher: Searcher) -> tuple[int, int, int]:
 
 
 def test_a_searcher_survives_a_rebuild_by_another_process(tmp_path, index_model_dir,
-                                                          index_embedder):
+                                                          index_embedder, index_serve):
     cfg, folder = build(tmp_path, index_model_dir, index_embedder)
     searcher = Searcher(cfg, embedder=index_embedder)
     before = searcher.search(QUERY, k=20, rerank=False)
-    conf = write_config_file(tmp_path / "config.toml", index_model_dir, data_dir=cfg.data_path)
+    conf = write_config_file(tmp_path / "config.toml", index_model_dir, data_dir=cfg.data_path,
+                             served=index_serve)  # (the other process: through kbterm serve)
     proc = kbterm(["--config", str(conf), "index", "--rebuild", str(folder)])
     _out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
