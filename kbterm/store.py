@@ -311,9 +311,9 @@ class Store:
             # LanceDB's own log (its Rust side, on stderr) is for its developers: a damaged
             # file would add its warnings to kbterm's one-line error.  LANCEDB_LOG=warn shows it.
             os.environ.setdefault("LANCEDB_LOG", "error")
-            import lancedb
+            from kbterm.lancedb_import import import_lancedb
 
-            self._db = lancedb.connect(str(self.path))
+            self._db = import_lancedb().connect(str(self.path))
         return self._db
 
     def reopen(self) -> None:
