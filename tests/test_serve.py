@@ -370,7 +370,9 @@ def test_a_stream_stops_when_its_client_goes_away(served, tiny_model_dir):
 
 
 def test_a_server_killed_mid_index_loses_nothing_and_the_next_run_resumes(
-        tmp_path, tiny_model_dir, monkeypatch):
+        tmp_path, index_model_dir, index_serve, monkeypatch):
+    """A server of the index checkpoint is killed mid-run; the next run goes to another server
+    of the same checkpoint on another port (the session's, already warm)."""
     from indexing_helpers import check_consistent
 
     from kbterm.indexer import Indexer
@@ -381,8 +383,8 @@ def test_a_server_killed_mid_index_loses_nothing_and_the_next_run_resumes(
     for i in range(12):
         (folder / f"note{i:02}.txt").write_text(f"Note {i}: " + "some words here. " * 40)
     data = tmp_path / "serve-data"
-    serve_toml = write_config_file(tmp_path / "serve.toml", tiny_model_dir, "[serve]\nport = 0\n",
-                                   data_dir=data)
+    serve_toml = write_config_file(tmp_path / "serve.toml", index_model_dir,
+                                   "[serve]\nport = 0\n", data_dir=data)
     proc, state = start_foreground(serve_toml, data)
     monkeypatch.setenv("KBTERM_DATA_DIR", str(tmp_path / "index"))
     # Small groups and commits, so that some files are in the index when the server dies.
@@ -390,7 +392,7 @@ def test_a_server_killed_mid_index_loses_nothing_and_the_next_run_resumes(
     monkeypatch.setattr("kbterm.indexer.COMMIT_FILES", 2)
 
     def client_config(state: ServeState):
-        path = server_config(tmp_path, tiny_model_dir, state, monkeypatch)
+        path = server_config(tmp_path, index_model_dir, state, monkeypatch)
         path.write_text(path.read_text().replace('backend = "server"\n',
                                                  'backend = "server"\nretries = 0\n'))
         return load_config(path)
@@ -412,15 +414,11 @@ def test_a_server_killed_mid_index_loses_nothing_and_the_next_run_resumes(
     assert all(r.status == STATUS_INDEXED for r in store.ledger().values())  # none "failed"
     config = client_config(state)
     check_consistent(config)
-    proc, state = start_foreground(serve_toml, data)  # back up (another port)
-    try:
-        summary = Indexer(client_config(state)).run([folder])
-        assert summary.indexed == 12 - len(done) and not summary.failures
-        assert len(Store(tmp_path / "index").ledger()) == 12
-        check_consistent(client_config(state))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    assert index_serve.url != state.url
+    summary = Indexer(client_config(index_serve)).run([folder])
+    assert summary.indexed == 12 - len(done) and not summary.failures
+    assert len(Store(tmp_path / "index").ledger()) == 12
+    check_consistent(client_config(index_serve))
 
 
 def test_an_input_the_server_refuses_fails_only_its_file(served, tiny_model_dir):
