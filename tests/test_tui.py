@@ -207,6 +207,33 @@ def test_empty_index_shows_how_to_add_folders(tmp_path, index_model_dir):
     asyncio.run(scenario())
 
 
+def test_a_stale_selection_message_does_not_move_the_preview_off_the_selected_line(
+        indexed, index_embedder):
+    """The list is filled again in place while a selection message is still queued: the
+    preview stays with the line selected now (it used to show the queued, older hit)."""
+    from kbterm.tui.widgets.results import ResultsPane
+
+    async def scenario() -> None:
+        app = make_app(replace(indexed, search=replace(indexed.search, rerank=0)),
+                       searcher=Searcher(indexed, embedder=index_embedder))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press(*"harbour")
+            await settle(pilot, app, lambda: showing(app, "harbour") and app.previewed
+                         is not None, what="results")
+            pane = app.query_one(ResultsPane)
+            selected = pane.highlighted
+            other = next(it.hit for it in items(app) if it.hit.id != selected.id)
+            pane.post_message(ResultsPane.Highlighted(other))  # sent before the list changed
+            await pilot.pause(0.3)
+            assert app.previewed.id == selected.id
+            app.query_one("#results").index = items(app).index(
+                next(it for it in items(app) if it.hit.id == other.id))
+            await settle(pilot, app, lambda: app.previewed.id == other.id,
+                         what="a real move to follow")
+
+    asyncio.run(scenario())
+
+
 def test_a_background_job_that_fails_says_so(indexed, index_embedder, monkeypatch):
     """A job's unexpected error (a bug, not a reported failure) reaches the status line;
     textual would swallow it (the jobs do not exit the app on error)."""

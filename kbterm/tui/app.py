@@ -436,7 +436,11 @@ class KbtermApp(App[None]):
 
     @on(ResultsPane.Highlighted)
     def _highlighted(self, event: ResultsPane.Highlighted) -> None:
-        self._preview(event.hit)
+        # The message may be stale: the list was filled again (its lines updated in place)
+        # and the selection set since it was sent.  The preview follows the line selected now.
+        current = self.query_one(ResultsPane).highlighted
+        if current is not None and current.id == event.hit.id:
+            self._preview(current)
 
     @on(ResultsPane.OpenRequested)
     def _open_requested(self, event: ResultsPane.OpenRequested) -> None:
