@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import subprocess_env, write_config_file
+from conftest import REPO, subprocess_env, write_config_file
 from indexing_helpers import kbterm, make_config, run_index
 from kbterm.store import Store
 from kbterm.watchstate import read_state
@@ -210,14 +210,24 @@ def test_search_and_ask_print_no_library_warning_and_ask_prints_timings(tmp_path
                                generator="max_new_tokens = 4\n")
     assert run_index(make_config(index_model_dir, data, [folder]),
                      embedder=index_embedder).indexed == 1
-    search = kbterm(["--config", str(config), "search", "zebra"])
-    out, err = search.communicate(timeout=180)
-    assert search.returncode == 0, err
-    ask = kbterm(["--config", str(config), "ask", "What do zebras have?"])
-    aout, aerr = ask.communicate(timeout=180)
-    assert ask.returncode == 0, aerr
-    for stream in (err, aerr):
-        assert "Warning" not in stream and "warn(" not in stream, stream
+    # Both commands in one fresh process (one import of torch, not two): search loads the
+    # embedder and the reranker, ask the answer model; each library warns, if it does, the
+    # first time, so the one process sees everything two would.
+    code = ("import sys\nfrom kbterm.cli import main\n"
+            "for args in (['search', 'zebra'], ['ask', 'What do zebras have?']):\n"
+            "    try:\n"
+            f"        main(['--config', {str(config)!r}, *args])\n"
+            "    except SystemExit as exc:\n"
+            "        assert not exc.code, exc.code\n"
+            "    print('-- end of', args[0], file=sys.stderr, flush=True)\n")
+    env = subprocess_env()
+    env.pop("KBTERM_DATA_DIR", None)
+    both = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env=env, cwd=REPO)
+    assert both.returncode == 0, both.stderr
+    assert "Warning" not in both.stderr and "warn(" not in both.stderr, both.stderr
+    err, rest = both.stderr.split("-- end of search\n")
+    aerr = rest.split("-- end of ask\n")[0]
     assert "results in" in err
     last = aerr.strip().splitlines()[-1]
     assert last.startswith("answered from 1 sources in ") and "generate" in last, aerr
