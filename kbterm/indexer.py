@@ -41,6 +41,7 @@ from kbterm.store import (
     STATUS_INDEXED,
     STATUS_SKIPPED,
     FileRecord,
+    DiskFull,
     IndexMeta,
     Store,
     disk_full,
@@ -276,6 +277,7 @@ class Indexer:
             elif self.store.path.is_dir():
                 self._check_or_repair(repair)
             self.store.check_model(self.model_id, self.dimension_setting)
+            self._upgrade_keywords()
             marker = self.store.path / "run.json"
             recovered = 0
             if marker.exists() and self.store.exists:
@@ -288,6 +290,21 @@ class Indexer:
                 yield recovered
             finally:
                 marker.unlink(missing_ok=True)
+
+    def _upgrade_keywords(self) -> None:
+        """An index whose keyword index another kbterm built (another recipe: see
+        kbterm.keywords) gets this one's, once, before anything else is written."""
+        if not self.store.exists or self.store.chunks_table is None \
+                or self.store.keywords_current():
+            return
+        log.info("rebuilding the keyword index (a new tokenizer)")
+        try:
+            self._fts_ready = self.store.ensure_fts_index(
+                lambda done, total: self.progress("keywords", done, total, ""))
+        except DiskFull:
+            raise
+        except Exception as exc:  # noqa: BLE001 - keyword search degrades, indexing does not
+            log.warning("could not rebuild the keyword index: %s", exc)
 
     def sync(self, roots: Sequence[str], dirty: Sequence[str] | None = None, *,
              retry_failed: bool = False, optimize: bool = True,

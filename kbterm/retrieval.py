@@ -34,6 +34,7 @@ import numpy as np
 
 from kbterm.errors import InputError, KbtermError
 from kbterm.ingest.base import clock
+from kbterm.keywords import term_spans
 from kbterm.scan import within
 from kbterm.store import STATUS_INDEXED, IndexDamaged, Store
 from kbterm.vectors import VectorCache, nearest
@@ -222,6 +223,7 @@ class Searcher:
         self._rows = np.zeros(0, dtype=np.int64)  # matrix row of each live chunk
         self._mtime: dict[str, int] = {}
         self._has_fts = False
+        self._keyword_column: str | None = None
         self._index_of: dict[str, int] = {}
         self._file_of: np.ndarray | None = None  # file of each live chunk (filters)
         self._files: np.ndarray = np.zeros(0, dtype=object)
@@ -286,7 +288,9 @@ class Searcher:
         self._meta = meta_rows
         self._index_of = {r["id"]: n for n, r in enumerate(meta_rows)}
         self._file_of = None
-        self._has_fts = self.store.has_fts_index()  # once per index change, not per query
+        # Once per index change, not per query.
+        self._keyword_column = self.store.keyword_column()
+        self._has_fts = self._keyword_column is not None
         self._mtime = {r.path: r.mtime_ns for r in ledger.values()
                        if r.status == STATUS_INDEXED}
         self._version = version
@@ -446,7 +450,8 @@ class Searcher:
         if not self._has_fts:
             return []
         want = limit if allowed is None else limit * 4
-        rows = self.store.keyword_search(text, want)  # IndexDamaged: the caller says so
+        # (IndexDamaged: the caller says so.)
+        rows = self.store.keyword_search(text, want, self._keyword_column)
         out = []
         for row in rows:
             n = self._index_of.get(row["id"])
@@ -563,9 +568,8 @@ def snippet(text: str, query: str, width: int = SNIPPET_CHARS) -> str:
     flat = " ".join(text.split())
     if len(flat) <= width:
         return flat
-    words = [w for w in re.findall(r"\w{3,}", query.lower())]
-    low = flat.lower()
-    at = min((i for i in (low.find(w) for w in words) if i >= 0), default=0)
+    spans = term_spans(flat, query)
+    at = spans[0][0] if spans else 0
     start = max(0, min(at - width // 3, len(flat) - width))
     out = flat[start:start + width]
     return ("…" if start > 0 else "") + out.strip() + ("…" if start + width < len(flat) else "")

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 from kbterm.errors import KbtermError
 from kbterm.paths import make_private_dir
@@ -70,6 +70,7 @@ class DiskFull(KbtermError):
 
 
 KEYWORD_INDEX = "keyword"
+KEYWORDS_BATCH = 4096  # rows per commit when the keyword text is computed again
 TABLE_NAMES = {CHUNKS: "chunks table", FILES: "files ledger", KEYWORD_INDEX: "keyword index"}
 
 
@@ -243,6 +244,7 @@ def chunks_schema(dim: int) -> "pa.Schema":
         pa.field("file_type", pa.string()),
         pa.field("modality", pa.string()),  # text | image | video
         pa.field("text", pa.string()),
+        pa.field("keywords", pa.string()),  # what the keyword index reads (kbterm.keywords)
         pa.field("title", pa.string()),
         pa.field("page", pa.int32()),  # 1-based PDF page
         pa.field("line_start", pa.int32()),
@@ -255,6 +257,16 @@ def chunks_schema(dim: int) -> "pa.Schema":
         pa.field("dim", pa.int32()),
         pa.field("vector", pa.list_(pa.float32(), dim)),
     ])
+
+
+def with_keywords(rows: Sequence[dict[str, Any]], schema: "pa.Schema") -> list[dict[str, Any]]:
+    """``rows`` with their ``keywords`` (from their text) when the table has that column."""
+    if "keywords" not in schema.names:
+        return list(rows)
+    from kbterm.keywords import keyword_text
+
+    return [row if row.get("keywords") is not None else
+            {**row, "keywords": keyword_text(row.get("text") or "")} for row in rows]
 
 
 CHUNK_COLUMNS = [
@@ -272,6 +284,7 @@ class IndexMeta:
     dimension_setting: int = 0  # models.embedder.dimension when built (0 = full size)
     created_at: float = field(default_factory=time.time)
     last_run_at: float = 0.0
+    keyword_version: int = 0  # kbterm.keywords.KEYWORDS_VERSION of the keyword index
 
 
 class Store:
@@ -564,7 +577,7 @@ class Store:
         if rows or chunks.count_rows(sql_in("file_id", ids)):
             import pyarrow as pa
 
-            data = pa.Table.from_pylist(list(rows), schema=chunks.schema)
+            data = pa.Table.from_pylist(with_keywords(rows, chunks.schema), schema=chunks.schema)
             (
                 chunks.merge_insert("id")
                 .when_not_matched_insert_all()
@@ -595,7 +608,8 @@ class Store:
 
         if rows:
             table = self.chunks_table
-            table.add(pa.Table.from_pylist(list(rows), schema=table.schema))
+            table.add(pa.Table.from_pylist(with_keywords(rows, table.schema),
+                                           schema=table.schema))
 
     @_writing
     def finish_staged(self, record: FileRecord) -> None:
@@ -675,44 +689,118 @@ class Store:
 
     # ------------------------------------------------------------------ keyword index
 
-    def has_fts_index(self) -> bool:
-        """Whether the chunks table has its full-text index on ``text``."""
+    def keyword_column(self) -> str | None:
+        """The column the full-text (BM25) index is on: ``keywords`` (kbterm.keywords), or
+        ``text`` in an index an older kbterm wrote and no writer upgraded yet; None: none."""
         table = self.chunks_table
         if table is None:
-            return False
+            return None
         try:
-            return any(ix.index_type == "FTS" for ix in table.list_indices())
+            columns = {c for ix in table.list_indices() if ix.index_type == "FTS"
+                       for c in ix.columns}
         except Exception:  # noqa: BLE001 - an index listing problem: treat as missing
-            return False
+            return None
+        return "keywords" if "keywords" in columns else "text" if "text" in columns else None
+
+    def has_fts_index(self) -> bool:
+        """Whether the chunks table has its full-text index."""
+        return self.keyword_column() is not None
+
+    def keywords_current(self) -> bool:
+        """Whether the keyword index is this kbterm's (column, recipe and index)."""
+        from kbterm.keywords import KEYWORDS_VERSION
+
+        meta = self.read_meta()
+        return (meta is not None and meta.keyword_version == KEYWORDS_VERSION
+                and self.keyword_column() == "keywords")
 
     @_writing
-    def ensure_fts_index(self) -> bool:
-        """Create the full-text (BM25) index over chunk text if it is missing; whether the
-        index exists now (not while the table is empty).
+    def ensure_fts_index(self, progress: Callable[[int, int], None] | None = None) -> bool:
+        """Create the full-text (BM25) index over the chunks' keyword text if it is missing or
+        was built with another recipe (then the keywords are computed again first, with
+        ``progress(done, total)``); whether the index exists now (not while the table is empty).
 
         Rows added later are searched before they are indexed and folded into the index by
         :meth:`optimize`, so the index is created once, by the writer."""
         table = self.chunks_table
         if table is None or table.count_rows() == 0:
             return False
-        if self.has_fts_index():
+        if self.keywords_current():
             return True
-        from lancedb.index import FTS
-
-        table.create_index("text", config=FTS(), replace=True)  # (new API: column, config)
+        self.upgrade_keywords(progress)
         return True
 
-    def keyword_search(self, text: str, limit: int) -> list[dict[str, Any]]:
+    @_writing
+    def upgrade_keywords(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Compute every row's keyword text again, index it, and record the recipe.
+
+        Idempotent and safe to interrupt: the old index (on ``text`` or on old keywords)
+        answers until the new one is built, and the recipe is recorded last, so a run cut
+        short is simply done again by the next writer."""
+        import pyarrow as pa
+        from lancedb.index import FTS
+
+        from kbterm.keywords import FTS_SETTINGS, KEYWORDS_VERSION, keyword_text
+
+        table = self.chunks_table
+        if "keywords" not in table.schema.names:
+            table.add_columns(pa.field("keywords", pa.string()))
+            self._tables.pop(CHUNKS, None)
+            table = self.chunks_table
+        total, done = table.count_rows(), 0
+        if progress is not None:
+            progress(0, total)
+        batch: list[dict[str, Any]] = []
+
+        def flush() -> None:
+            if batch:
+                data = pa.Table.from_pylist(batch, schema=pa.schema(
+                    [pa.field("id", pa.string(), nullable=False),
+                     pa.field("keywords", pa.string())]))
+                table.merge_insert("id").when_matched_update_all().execute(data)
+                batch.clear()
+
+        for rows in table.search().select(["id", "text", "keywords"]).to_batches(
+                KEYWORDS_BATCH):
+            for row in rows.to_pylist():
+                words = keyword_text(row["text"] or "")
+                if words != row["keywords"]:
+                    batch.append({"id": row["id"], "keywords": words})
+            if len(batch) >= KEYWORDS_BATCH:
+                flush()
+            done += rows.num_rows
+            if progress is not None:
+                progress(min(done, total), total)
+        flush()
+        table.create_index("keywords", config=FTS(**FTS_SETTINGS), replace=True)
+        for ix in table.list_indices():
+            if ix.index_type == "FTS" and "text" in ix.columns:
+                table.drop_index(ix.name)
+        meta = self.read_meta()
+        if meta is not None:
+            meta.keyword_version = KEYWORDS_VERSION
+            self.write_meta(meta)
+        self._tables.pop(CHUNKS, None)
+
+    def keyword_search(self, text: str, limit: int, column: str | None = None
+                       ) -> list[dict[str, Any]]:
         """BM25 matches of ``text`` (``id`` and ``_score``), best first: through the full-text
-        index, read again on fresh tables if it was rebuilt under this process (raises
-        :class:`IndexDamaged` when it cannot be read)."""
+        index on ``column`` (:meth:`keyword_column`, looked up when not given; of the keyword
+        text, which the query is turned into as well), read again on fresh tables if it was
+        rebuilt under this process (raises :class:`IndexDamaged` when it cannot be read)."""
+        from kbterm.keywords import keyword_text
 
         def read() -> list[dict[str, Any]]:
             table = self.chunks_table
-            if table is None:
+            nonlocal column
+            column = column or self.keyword_column()
+            if table is None or column is None:
                 return []
-            return (table.search(text, query_type="fts").select(["id", "_score"])
-                    .limit(limit).to_list())
+            query = keyword_text(text) if column == "keywords" else text
+            if not query.strip():
+                return []
+            return (table.search(query, query_type="fts", fts_columns=column)
+                    .select(["id", "_score"]).limit(limit).to_list())
 
         return self._read(KEYWORD_INDEX, read)
 

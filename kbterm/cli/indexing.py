@@ -18,7 +18,7 @@ class IndexProgress:
     a PDF, segments of a video), each with its rate and ETA."""
 
     PHASES = {"scan": "scanning folders", "check": "checking changes", "index": "indexing",
-              "file": "  within file"}
+              "file": "  within file", "keywords": "keyword index"}
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -71,7 +71,7 @@ class IndexProgress:
         rate = ""
         if t.elapsed and done:
             per_s = done / t.elapsed
-            unit = "files" if phase != "file" else "units"
+            unit = {"file": "units", "keywords": "chunks"}.get(phase, "files")
             rate = f"{per_s:.1f} {unit}/s" if per_s >= 0.1 else f"{per_s * 60:.1f} {unit}/min"
         name = current.rsplit("/", 1)[-1] if current else ""
         if phase == "file":

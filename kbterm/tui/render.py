@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 from rich.text import Text
 
+from kbterm.keywords import term_spans
 from kbterm.textsafe import one_line, visible
 
 if TYPE_CHECKING:
@@ -30,15 +31,12 @@ def safe_text(text: object, style: str = "", *, single_line: bool = False) -> Te
 
 
 def highlight(text: str, query: str, *, single_line: bool = False) -> Text:
-    """``text`` (escaped) with the query's words (3+ letters) in bold yellow."""
+    """``text`` (escaped) with the query's words in bold yellow: words of 3+ letters, and
+    in Chinese, Japanese, Korean or Thai every word the query holds, two-character ones too
+    (:func:`kbterm.keywords.term_spans`)."""
     out = safe_text(text, single_line=single_line)
-    words = {w for w in re.findall(r"\w{3,}", query.lower())}
-    if words:
-        pattern = re.compile("|".join(re.escape(w) for w in sorted(words, key=len,
-                                                                      reverse=True)),
-                             re.IGNORECASE)
-        for m in pattern.finditer(out.plain):
-            out.stylize("bold yellow", m.start(), m.end())
+    for start, end in term_spans(out.plain, query):
+        out.stylize("bold yellow", start, end)
     return out
 
 
