@@ -35,6 +35,7 @@ import numpy as np
 from kbterm.errors import InputError, KbtermError
 from kbterm.ingest.base import clock
 from kbterm.keywords import term_spans
+from kbterm.querycache import QueryVectors, file_digest
 from kbterm.scan import within
 from kbterm.store import STATUS_INDEXED, IndexDamaged, Store
 from kbterm.vectors import VectorCache, nearest
@@ -224,6 +225,7 @@ class Searcher:
         self._mtime: dict[str, int] = {}
         self._has_fts = False
         self._keyword_column: str | None = None
+        self.query_vectors = QueryVectors()  # (this searcher's embedder's vectors)
         self._index_of: dict[str, int] = {}
         self._file_of: np.ndarray | None = None  # file of each live chunk (filters)
         self._files: np.ndarray = np.zeros(0, dtype=object)
@@ -267,6 +269,7 @@ class Searcher:
         built_at = meta.created_at if meta is not None else 0.0
         if self._built_at is not None and built_at != self._built_at:
             self.store.reopen()
+            self.query_vectors.clear()  # (built again: maybe with another model or dimension)
         self._built_at = built_at
         chunks, files = self.store.chunks_table, self.store.files_table
         if chunks is None or files is None:
@@ -439,11 +442,17 @@ class Searcher:
 
     def _embed_query(self, text: str, image: str | Path | None) -> np.ndarray:
         instruction = self.config.models.embedder.query_instruction
-        vector = self.embedder.embed([query_item(text, image)], instruction=instruction)[0]
+        media = (file_digest(image),) if image is not None else ()
+        key = self.query_vectors.key(text, instruction, media)
+        vector = self.query_vectors.get(key)
+        if vector is None:
+            vector = self.embedder.embed([query_item(text, image)], instruction=instruction)[0]
+            vector = np.asarray(vector, dtype=np.float32)
+            self.query_vectors.put(key, vector)
         if self.cache.dim and len(vector) != self.cache.dim:
             raise KbtermError(f"the query embedding has {len(vector)} values but the index "
                               f"holds {self.cache.dim}: run kbterm index --rebuild")
-        return np.asarray(vector, dtype=np.float32)
+        return vector
 
     def _keyword(self, text: str, limit: int, allowed: np.ndarray | None
                  ) -> list[tuple[int, float]]:

@@ -461,3 +461,60 @@ def test_image_for_renders_the_page_of_a_pdf_text_hit(searcher, library):
     image_hit = next(h for h in hits if h.file_type == "image")
     assert searcher.image_for(image_hit) == image_hit.path
     assert searcher.image_for(next(h for h in hits if h.file_type == "markdown")) is None
+
+
+def test_a_query_typed_again_is_not_embedded_again(library, index_embedder, tmp_path):
+    """Query vectors are kept (kbterm/querycache.py): the same text, or the same picture
+    content, reuses its vector; a new picture at the same path is embedded."""
+    from PIL import Image as PILImage
+
+    config, _ = library
+    searcher = Searcher(config, embedder=index_embedder)
+    first = searcher.search("spring tides", k=5, rerank=False)
+    calls = index_embedder.calls
+    searcher.search("spring tide", k=5, rerank=False)  # backspace...
+    assert index_embedder.calls == calls + 1
+    again = searcher.search("spring tides", k=5, rerank=False)  # ... and retype
+    assert index_embedder.calls == calls + 1
+    assert [(h.id, h.embedding_score) for h in again.hits] == \
+        [(h.id, h.embedding_score) for h in first.hits]
+
+    picture = tmp_path / "query.png"
+    PILImage.new("RGB", (64, 48), (200, 30, 30)).save(picture)
+    red = searcher._embed_query("", str(picture))
+    calls = index_embedder.calls
+    assert np.array_equal(searcher._embed_query("", str(picture)), red)
+    assert index_embedder.calls == calls
+    PILImage.new("RGB", (64, 48), (30, 30, 200)).save(picture)  # another picture, same path
+    blue = searcher._embed_query("", str(picture))
+    assert index_embedder.calls == calls + 1 and not np.array_equal(blue, red)
+    # The cached vector equals a fresh embedding, bit for bit.
+    fresh = Searcher(config, embedder=index_embedder)._embed_query("spring tides", None)
+    assert np.array_equal(fresh, searcher._embed_query("spring tides", None))
+
+
+def test_the_query_vector_cache_is_bounded_and_cleared_when_the_index_is_rebuilt(
+        library, index_embedder):
+    from kbterm.querycache import QueryVectors
+
+    lru = QueryVectors(size=2)
+    for n, text in enumerate(["a", "b", "a", "c"]):
+        if lru.get(lru.key(text, "i")) is None:
+            lru.put(lru.key(text, "i"), np.full(3, n, dtype=np.float32))
+    assert len(lru) == 2 and lru.get(lru.key("b", "i")) is None  # least recently used went
+    assert lru.get(lru.key("a", "i"))[0] == 0 and lru.get(lru.key("a", "x")) is None
+
+    config, _ = library
+    searcher = Searcher(config, embedder=index_embedder)
+    searcher.search("full moon", k=3, rerank=False)
+    assert len(searcher.query_vectors) == 1
+    store = Store(config.data_path)
+    meta = store.read_meta()
+    meta.created_at += 1  # what a rebuild (maybe with another model) changes
+    store.write_meta(meta)
+    try:
+        searcher.refresh()
+        assert len(searcher.query_vectors) == 0
+    finally:
+        meta.created_at -= 1
+        store.write_meta(meta)
