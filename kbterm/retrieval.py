@@ -196,6 +196,9 @@ class Results:
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     reranked: int = 0
+    # "keywords" (BM25 only: no model call yet), "fused" (vectors and keywords) or
+    # "reranked"; the TUI shows each as it comes, kbterm search only the last.
+    stage: str = "fused"
 
     @property
     def total_ms(self) -> float:
@@ -364,20 +367,24 @@ class Searcher:
 
     def retrieve(self, text: str = "", image: str | Path | None = None, *, k: int = 10,
                  rerank: bool = True, filters: Filters | None = None,
-                 candidates: int | None = None) -> Results:
+                 candidates: int | None = None, keywords_only: bool = False) -> Results:
         """Fused vector + keyword hits, not reranked yet: the best ``k`` (or, when ``rerank``,
         the ``search.rerank`` candidates the reranker will see, if more).  The TUI shows these
-        at once and re-sorts when :meth:`rerank` returns."""
+        at once and re-sorts when :meth:`rerank` returns.
+
+        ``keywords_only``: the BM25 hits of the text alone, without embedding the query (no
+        model call: the TUI's first list, the moment the user stops typing)."""
         if not text.strip() and image is None:
             raise InputError("empty query: give text, an image (--image), or both")
         if image is not None and not Path(image).is_file():
             raise InputError(f"{image}: no such image file")
         with self._lock:
             return self._retrieve(text, image, k=k, rerank=rerank, filters=filters,
-                                  candidates=candidates)
+                                  candidates=candidates, keywords_only=keywords_only)
 
     def _retrieve(self, text: str, image: str | Path | None, *, k: int, rerank: bool,
-                  filters: Filters | None, candidates: int | None) -> Results:
+                  filters: Filters | None, candidates: int | None,
+                  keywords_only: bool = False) -> Results:
         filters = filters or Filters()
         results = Results(query=text, image=str(image) if image is not None else None)
         t = time.perf_counter()
@@ -388,15 +395,18 @@ class Searcher:
 
         vector_list: list[tuple[int, float]] = []
         t = time.perf_counter()
-        try:
-            query_vector = self._embed_query(text, image)
-        except KbtermError as exc:
-            if not text.strip() or isinstance(exc, InputError):
-                raise
-            query_vector = None
-            results.warnings.append(f"embedding model unavailable ({exc}); "
-                                    "showing keyword matches only")
-        results.timings_ms["embed"] = (time.perf_counter() - t) * 1000
+        query_vector = None
+        if keywords_only:
+            results.stage = "keywords"
+        else:
+            try:
+                query_vector = self._embed_query(text, image)
+            except KbtermError as exc:
+                if not text.strip() or isinstance(exc, InputError):
+                    raise
+                results.warnings.append(f"embedding model unavailable ({exc}); "
+                                        "showing keyword matches only")
+            results.timings_ms["embed"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         if query_vector is not None and len(self._meta):
             vector_list = nearest(self.cache.matrix(), self._rows, query_vector,

@@ -95,6 +95,7 @@ def showing(app, query: str, reranked: bool = False) -> bool:
     """The list on screen is for ``query`` (not a list shown while it was being typed)."""
     shown = items(app)
     return (app.results is not None and app.results.query == query and bool(shown)
+            and app.results.stage != "keywords"  # (the first, keyword-only list)
             and all(it.query == query for it in shown)
             and (not reranked or any(it.reranked for it in shown)))
 
@@ -205,6 +206,63 @@ def test_empty_index_shows_how_to_add_folders(tmp_path, index_model_dir):
             assert not items(app)
 
     asyncio.run(scenario())
+
+
+def test_keyword_hits_show_before_the_query_is_embedded_then_fused_then_reranked(
+        tmp_path_factory):
+    """The three stages of a search in the TUI, on a checkpoint larger than the tiny one (its
+    query embedding is a real cost): keyword matches first, with no model call made yet,
+    then the fused list, then the reranked one; the title says which stage is shown."""
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.embedder import Embedder
+    from kbterm.models.random_checkpoint import build_random_checkpoint
+    from kbterm.models.reranker import Reranker
+
+    root = tmp_path_factory.mktemp("stages")
+    model = build_random_checkpoint(root / "model", text_hidden=384, text_layers=6,
+                                    text_heads=6, kv_heads=2, seed=3)
+    folder = root / "notes"
+    folder.mkdir()
+    (folder / "tides.md").write_text("# Tides\n\nSpring tides follow the new moon.\n")
+    (folder / "rope.md").write_text("# Rigging\n\nHemp rope swells when wet.\n")
+    (folder / "zh.md").write_text("# 设置\n\n手机的网络设置很简单。\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("KBTERM_DATA_DIR", raising=False)
+        cfg = make_config(model, root / "data", [folder])
+        embedder = Embedder(ModelSpec("embedder", str(model), device="cpu", dtype="float32"))
+        reranker = Reranker(ModelSpec("reranker", str(model), device="cpu", dtype="float32"))
+        assert run_index(cfg, embedder=embedder).indexed == 3
+        cfg = replace(cfg, search=replace(cfg.search, rerank=3))
+
+        async def scenario() -> None:
+            app = make_app(cfg, searcher=Searcher(cfg, embedder=embedder, reranker=reranker))
+            seen, firsts = [], []
+            show = app.show_results
+
+            async def recording(seq, results, reranked, note=""):
+                await show(seq, results, reranked, note)
+                if results is not None and results.query == "网络设置":
+                    title = str(app.query_one("#results-pane").border_title)
+                    seen.append((results.stage, reranked, embedder.calls, title))
+                    firsts.append(results.hits[0].path if results.hits else "")
+
+            app.show_results = recording
+            async with app.run_test(size=(100, 30)) as pilot:
+                await settle(pilot, app, lambda: "cpu" in app.model_state, what="the model")
+                calls = embedder.calls
+                await pilot.press(*"网络设置")
+                await settle(pilot, app, lambda: len(seen) >= 3, what="three stages")
+                (kw, k_rr, k_calls, k_title), (fu, f_rr, f_calls, _), (rr, r_rr, _, r_title) = \
+                    seen[-3:]
+                assert (kw, fu, rr) == ("keywords", "fused", "fused") and (k_rr, f_rr, r_rr) \
+                    == (False, False, True)
+                assert k_calls == calls  # nothing embedded yet when the keyword list showed
+                assert f_calls == calls + 1  # then the query, once
+                assert "keyword matches, embedding the query" in k_title
+                assert "reranked" in r_title
+                assert firsts[-3].endswith("zh.md")  # the keyword match (the model is random)
+
+        asyncio.run(scenario())
 
 
 def test_a_stale_selection_message_does_not_move_the_preview_off_the_selected_line(

@@ -418,7 +418,9 @@ class KbtermApp(App[None]):
             pane.set_title("", self.filters_text)
             self._preview(None)
         else:
-            if reranked:
+            if results.stage == "keywords":
+                title = f"{len(hits)} keyword matches, embedding the query…"
+            elif reranked:
                 title = f"{len(hits)} results, ★ reranked"
             elif self.config.search.rerank:
                 title = f"{len(hits)} results, reranking…"
@@ -428,7 +430,7 @@ class KbtermApp(App[None]):
             pane.set_title(title, self.filters_text)
             self._preview(lines.select_after_change(seq, selected))
         self._render_status()
-        if reranked or not self.config.search.rerank:
+        if results.stage != "keywords" and (reranked or not self.config.search.rerank):
             self.final_seq = seq
             await self._answer_if_pending(seq)
 

@@ -115,12 +115,19 @@ def copy_head(results: "Results", k: int) -> "Results":
 def search(searcher: "Searcher", seq: int, text: str, image: str | None, filters: "Filters",
            *, k: int, rerank: bool, cancel: threading.Event, latest: Callable[[], int],
            post: Post) -> None:
-    """Query ``seq``: the fused hits at once, then reranked; nothing once ``latest()`` (the
-    newest query's number) has moved on."""
+    """Query ``seq`` in three stages: its keyword hits at once (no model call), the fused
+    hits once the query is embedded, then reranked; nothing once ``latest()`` (the newest
+    query's number) has moved on."""
     from kbterm.errors import Cancelled, KbtermError
     from kbterm.retrieval import NoIndex, Results
 
     try:
+        if text.strip() and image is None:
+            first = searcher.retrieve(text, k=k, filters=filters, keywords_only=True)
+            if seq != latest():
+                return
+            if first.hits:  # (none: the fused list is the first one shown)
+                post(messages.SearchDone(seq, copy_head(first, k), False))
         results = searcher.retrieve(text, image, k=k, filters=filters)
         if seq != latest():
             return  # a newer keystroke: this one is stale

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class SearchDone(Message):
-    """Hits for query number ``seq``: the fused list first, then ``reranked``."""
+    """Hits for query number ``seq``: the keyword hits first (``results.stage`` "keywords"),
+    then the fused list, then ``reranked``."""
 
     seq: int
     results: "Results"

@@ -67,10 +67,13 @@ class ResultItem(ListItem):
             scores.append(f"cos {hit.embedding_score:.2f}")
         if hit.rerank_score is not None:
             scores.append(f"rr {hit.rerank_score:.2f}")
+        if not scores and hit.keyword_score is not None:  # the keyword stage: BM25 alone
+            scores.append(f"bm25 {hit.keyword_score:.1f}")
         # A narrow list shows one score: the reranker's when there is one.
         short = (Text(f"{hit.rerank_score:.2f}", style="green") if hit.rerank_score is not None
                  else Text(f"{hit.embedding_score:.2f}") if hit.embedding_score is not None
-                 else Text(""))
+                 else Text(f"{hit.keyword_score:.1f}", style="dim")
+                 if hit.keyword_score is not None else Text(""))
         body = highlight(" ".join(hit.snippet.split())[:240], self.query, single_line=True)
         return head, Text(" ".join(scores)), short, body
 
