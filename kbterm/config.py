@@ -194,6 +194,7 @@ class TuiConfig:
     images: str = "auto"  # how previews draw images: one of IMAGE_MODES
     results: int = 20
     debounce_ms: int = 200
+    rerank_budget_ms: int = 2000  # rerank only what fits in this on this host (0: all)
 
 
 @dataclass
@@ -441,6 +442,9 @@ def _check_values(config: Config, where: str) -> None:
         raise bad("tui.results", f"must be between 1 and 200, not {t.results}")
     if not 0 <= t.debounce_ms <= 2000:
         raise bad("tui.debounce_ms", f"must be between 0 and 2000, not {t.debounce_ms}")
+    if not 0 <= t.rerank_budget_ms <= 600_000:
+        raise bad("tui.rerank_budget_ms",
+                  f"must be between 0 (no budget) and 600000, not {t.rerank_budget_ms}")
     if m.generator.temperature < 0:
         raise bad("models.generator.temperature", "must not be negative")
     if config.search.rerank > config.search.candidates:

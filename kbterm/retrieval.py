@@ -199,6 +199,7 @@ class Results:
     # "keywords" (BM25 only: no model call yet), "fused" (vectors and keywords) or
     # "reranked"; the TUI shows each as it comes, kbterm search only the last.
     stage: str = "fused"
+    rerank_candidates: int = 0  # the candidates the reranker was to see (``reranked``: did)
 
     @property
     def total_ms(self) -> float:
@@ -428,27 +429,76 @@ class Searcher:
         return results
 
     def rerank(self, results: Results, *, k: int = 10, enabled: bool = True,
-               cancel: threading.Event | None = None) -> Results:
+               cancel: threading.Event | None = None, budget_ms: int = 0) -> Results:
         """Rerank the head of ``results`` (from :meth:`retrieve`) and keep the best ``k``.
 
         ``cancel``: set it to stop between reranker batches (raises
-        :class:`~kbterm.errors.Cancelled`; ``results`` is then left as it was)."""
+        :class:`~kbterm.errors.Cancelled`; ``results`` is then left as it was).
+        ``budget_ms`` (the TUI's ``tui.rerank_budget_ms``; 0: none): rerank only the candidates
+        that fit in it on this host, texts before pictures (:meth:`_within_budget`); the rest
+        follow in fused order and ``results.rerank_candidates`` says how many there were."""
         hits = list(results.hits)
         t = time.perf_counter()
         n_rerank = min(self.config.search.rerank, len(hits)) if enabled else 0
+        results.rerank_candidates = n_rerank
         if n_rerank:
             try:
-                skipped = self._rerank(results.query, results.image, hits, n_rerank, cancel)
-                results.reranked = min(n_rerank, k)
-                results.warnings.extend(skipped)
+                if budget_ms:
+                    hits, n_rerank = self._within_budget(hits, n_rerank, budget_ms / 1000)
+                if n_rerank:
+                    skipped = self._rerank(results.query, results.image, hits, n_rerank,
+                                           cancel)
+                    results.reranked = min(n_rerank, k)
+                    results.warnings.extend(skipped)
             except KbtermError as exc:
                 results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
+                n_rerank = 0
         results.timings_ms["rerank"] = (time.perf_counter() - t) * 1000
+        if budget_ms and n_rerank and all(h.modality == "text" for h in hits[:n_rerank]):
+            self._learn_rerank_cost(results.timings_ms["rerank"] / 1000 / n_rerank)
         hits = hits[:k]
         for rank, hit in enumerate(hits, start=1):
             hit.rank = rank
         results.hits = hits
         return results
+
+    def _rerank_host(self) -> Any:
+        return self.reranker.host()
+
+    def _within_budget(self, hits: list[Hit], n: int, budget_s: float) -> tuple[list[Hit], int]:
+        """The first ``n`` hits reordered so that those the reranker can score within
+        ``budget_s`` come first (texts, then pictures, each in fused order), and how many they
+        are; all ``n`` when the cost of a pair on this host was never measured."""
+        from kbterm.backends.latency import expected
+
+        per_pair = expected(self.config.data_path, "reranker", self._rerank_host())
+        if not per_pair:
+            return hits, n
+        head = hits[:n]
+        order = [h for h in head if h.modality == "text"] + \
+            [h for h in head if h.modality != "text"]
+        chosen: list[Hit] = []
+        spent = 0.0
+        for hit in order:
+            cost = per_pair * (1 if hit.modality == "text" else PICTURE_PAIR_COST)
+            if spent + cost > budget_s:
+                break  # (texts come first: a picture after them costs more still)
+            chosen.append(hit)
+            spent += cost
+        rest = [h for h in head if h not in chosen]
+        return chosen + rest + hits[n:], len(chosen)
+
+    def _learn_rerank_cost(self, per_pair: float) -> None:
+        """Keep the cost of one text pair on this host, measured by a real rerank, when none
+        was measured yet (``kbterm doctor --load`` and ``kbterm serve`` measure it too)."""
+        from kbterm.backends.latency import expected, record
+
+        try:
+            host = self._rerank_host()
+            if expected(self.config.data_path, "reranker", host) is None:
+                record(self.config.data_path, "reranker", host, per_pair)
+        except (OSError, KbtermError):
+            pass  # a read-only data folder: measured again next time
 
     def _embed_query(self, text: str, image: str | Path | None) -> np.ndarray:
         instruction = self.config.models.embedder.query_instruction
@@ -568,6 +618,11 @@ class Searcher:
         head = sorted(hits[:n], key=lambda h: (h.rerank_score is None, -(h.rerank_score or 0.0)))
         hits[:n] = head
         return skipped
+
+
+# A picture pair costs about this many text pairs in the reranker: a page or photo is up to
+# 1,280 visual tokens at the contract's reranker limit, a passage about 200 with the query.
+PICTURE_PAIR_COST = 6
 
 
 def query_item(text: str, image: str | Path | None) -> Any:

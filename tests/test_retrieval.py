@@ -518,3 +518,40 @@ def test_the_query_vector_cache_is_bounded_and_cleared_when_the_index_is_rebuilt
     finally:
         meta.created_at -= 1
         store.write_meta(meta)
+
+
+def test_the_rerank_budget_takes_texts_first_and_only_what_fits(library, index_embedder,
+                                                                reranker):
+    """``tui.rerank_budget_ms``: with a measured 100 ms a pair, 350 ms rerank three text
+    candidates; the rest follow in fused order, unscored.  Without a budget, all."""
+    from kbterm.backends.latency import LATENCY_FILE, record
+
+    config, _ = library
+    searcher = Searcher(config, embedder=index_embedder, reranker=reranker)
+    record(config.data_path, "reranker", reranker.host(), 0.1)
+    try:
+        fused = searcher.retrieve("harbour tides rope", k=10)
+        assert any(h.modality != "text" for h in fused.hits[:6])  # pictures among the head
+        budgeted = searcher.rerank(jobs_copy(fused), k=10, budget_ms=350)
+        scored = [h for h in budgeted.hits if h.rerank_score is not None]
+        assert budgeted.reranked == 3 and len(scored) == 3
+        assert all(h.modality == "text" for h in scored)
+        assert budgeted.hits[:3] == scored  # the reranked first, by their scores
+        assert [h.rerank_score for h in scored] == sorted((h.rerank_score for h in scored),
+                                                          reverse=True)
+        assert budgeted.rerank_candidates == min(config.search.rerank, len(fused.hits))
+        full = searcher.rerank(jobs_copy(fused), k=10)
+        assert full.reranked == min(10, full.rerank_candidates)
+        # A budget that fits less than one pair reranks nothing, and the list stays fused.
+        none = searcher.rerank(jobs_copy(fused), k=10, budget_ms=50)
+        assert none.reranked == 0 and [h.id for h in none.hits] == \
+            [h.id for h in fused.hits[:10]]
+    finally:
+        (config.data_path / LATENCY_FILE).unlink(missing_ok=True)
+
+
+def jobs_copy(results):
+    from dataclasses import replace
+
+    return replace(results, hits=[replace(h) for h in results.hits],
+                   timings_ms=dict(results.timings_ms), warnings=list(results.warnings))

@@ -868,7 +868,7 @@ class Reversing(Searcher):
         self.gate = threading.Event()
         self.gate.set()
 
-    def rerank(self, results, *, k=10, enabled=True, cancel=None):
+    def rerank(self, results, *, k=10, enabled=True, cancel=None, budget_ms=0):
         self.gate.wait(30)
         hits = [replace(h) for h in reversed(results.hits[:k])]
         for n, hit in enumerate(hits):

@@ -420,6 +420,9 @@ class KbtermApp(App[None]):
         else:
             if results.stage == "keywords":
                 title = f"{len(hits)} keyword matches, embedding the query…"
+            elif reranked and results.reranked < min(results.rerank_candidates, len(hits)):
+                title = (f"{len(hits)} results, ★ {results.reranked} of "
+                         f"{results.rerank_candidates} reranked (tui.rerank_budget_ms)")
             elif reranked:
                 title = f"{len(hits)} results, ★ reranked"
             elif self.config.search.rerank:

@@ -133,7 +133,8 @@ def search(searcher: "Searcher", seq: int, text: str, image: str | None, filters
             return  # a newer keystroke: this one is stale
         post(messages.SearchDone(seq, copy_head(results, k), False))
         if rerank:
-            reranked = searcher.rerank(results, k=k, cancel=cancel)
+            reranked = searcher.rerank(results, k=k, cancel=cancel,
+                                       budget_ms=searcher.config.tui.rerank_budget_ms)
             if seq != latest():
                 return
             post(messages.SearchDone(seq, reranked, True))
