@@ -441,6 +441,9 @@ class Searcher:
         t = time.perf_counter()
         n_rerank = min(self.config.search.rerank, len(hits)) if enabled else 0
         results.rerank_candidates = n_rerank
+        # (A first call that loads the model, or connects, would overstate a pair's cost.)
+        warm = n_rerank > 0 and budget_ms > 0 and (self.reranker.loaded
+                                                   or self.reranker.calls > 0)
         if n_rerank:
             try:
                 if budget_ms:
@@ -454,7 +457,7 @@ class Searcher:
                 results.warnings.append(f"reranker unavailable ({exc}); results not reranked")
                 n_rerank = 0
         results.timings_ms["rerank"] = (time.perf_counter() - t) * 1000
-        if budget_ms and n_rerank and all(h.modality == "text" for h in hits[:n_rerank]):
+        if warm and n_rerank and all(h.modality == "text" for h in hits[:n_rerank]):
             self._learn_rerank_cost(results.timings_ms["rerank"] / 1000 / n_rerank)
         hits = hits[:k]
         for rank, hit in enumerate(hits, start=1):

@@ -555,3 +555,29 @@ def jobs_copy(results):
 
     return replace(results, hits=[replace(h) for h in results.hits],
                    timings_ms=dict(results.timings_ms), warnings=list(results.warnings))
+
+
+def test_the_app_learns_a_pairs_cost_from_a_warm_rerank_only(library, index_embedder,
+                                                             tiny_model_dir):
+    """The first rerank loads the model: its time is not a pair's cost.  The next one is."""
+    from dataclasses import replace
+
+    from kbterm.backends.latency import LATENCY_FILE, expected
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.reranker import Reranker
+
+    config, _ = library
+    cold = Reranker(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32"))
+    searcher = Searcher(config, embedder=index_embedder, reranker=cold)
+    (config.data_path / LATENCY_FILE).unlink(missing_ok=True)
+    try:
+        fused = searcher.retrieve("rope", k=5)
+        texts = replace(fused, hits=[h for h in fused.hits if h.modality == "text"])
+        assert not cold.loaded
+        searcher.rerank(jobs_copy(texts), k=5, budget_ms=60_000)  # loads the model
+        assert cold.loaded and expected(config.data_path, "reranker", cold.host()) is None
+        searcher.rerank(jobs_copy(texts), k=5, budget_ms=60_000)
+        learned = expected(config.data_path, "reranker", cold.host())
+        assert learned is not None and 0 < learned < 5
+    finally:
+        (config.data_path / LATENCY_FILE).unlink(missing_ok=True)
