@@ -294,10 +294,8 @@ class Indexer:
     def _upgrade_keywords(self) -> None:
         """An index whose keyword index another kbterm built (another recipe: see
         kbterm.keywords) gets this one's, once, before anything else is written."""
-        if not self.store.exists or self.store.chunks_table is None \
-                or self.store.keywords_current():
+        if not self.store.exists or self.store.chunks_table is None:
             return
-        log.info("rebuilding the keyword index (a new tokenizer)")
         try:
             self._fts_ready = self.store.ensure_fts_index(
                 lambda done, total: self.progress("keywords", done, total, ""))

@@ -465,16 +465,13 @@ class Searcher:
         results.hits = hits
         return results
 
-    def _rerank_host(self) -> Any:
-        return self.reranker.host()
-
     def _within_budget(self, hits: list[Hit], n: int, budget_s: float) -> tuple[list[Hit], int]:
         """The first ``n`` hits reordered so that those the reranker can score within
         ``budget_s`` come first (texts, then pictures, each in fused order), and how many they
         are; all ``n`` when the cost of a pair on this host was never measured."""
         from kbterm.backends.latency import expected
 
-        per_pair = expected(self.config.data_path, "reranker", self._rerank_host())
+        per_pair = expected(self.config.data_path, "reranker", self.reranker.host())
         if not per_pair:
             return hits, n
         head = hits[:n]
@@ -488,7 +485,8 @@ class Searcher:
                 break  # (texts come first: a picture after them costs more still)
             chosen.append(hit)
             spent += cost
-        rest = [h for h in head if h not in chosen]
+        picked = {id(h) for h in chosen}
+        rest = [h for h in head if id(h) not in picked]
         return chosen + rest + hits[n:], len(chosen)
 
     def _learn_rerank_cost(self, per_pair: float) -> None:
@@ -497,7 +495,7 @@ class Searcher:
         from kbterm.backends.latency import expected, record
 
         try:
-            host = self._rerank_host()
+            host = self.reranker.host()
             if expected(self.config.data_path, "reranker", host) is None:
                 record(self.config.data_path, "reranker", host, per_pair)
         except (OSError, KbtermError):

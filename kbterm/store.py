@@ -742,6 +742,7 @@ class Store:
 
         from kbterm.keywords import FTS_SETTINGS, KEYWORDS_VERSION, keyword_text
 
+        log.info("building the keyword index (kbterm.keywords recipe %d)", KEYWORDS_VERSION)
         table = self.chunks_table
         if "keywords" not in table.schema.names:
             table.add_columns(pa.field("keywords", pa.string()))

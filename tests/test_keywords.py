@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from indexing_helpers import make_config, run_index
+from indexing_helpers import explicit_data_dir, make_config, run_index
 from kbterm.keywords import KEYWORDS_VERSION, keyword_text, query_terms, term_spans
 from kbterm.store import Store
+
+pytestmark = pytest.mark.usefixtures(explicit_data_dir.__name__)
 
 NOTES = {
     "zh.md": "# 手机\n\n我的智能手机的网络设置很简单：打开设置，选择无线网络。\n",
@@ -70,12 +72,6 @@ def test_two_character_words_and_longer_ones_are_marked_whole():
 
     long = "开头的文字。" * 60 + "这里是网络设置的说明。" + "结尾的文字。" * 60
     assert "网络设置" in snippet(long, "网络设置")
-
-
-@pytest.fixture(autouse=True)
-def _explicit_data_dir(monkeypatch):
-    """These tests name their data folder in the config: KBTERM_DATA_DIR must not override it."""
-    monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
 
 
 @pytest.fixture(scope="module")
