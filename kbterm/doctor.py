@@ -41,7 +41,7 @@ class Report:
     data_dir: str
     python: str
     packages: dict[str, str]
-    cuda: bool
+    cuda: bool | None  # None: not asked (every model runs on a server; torch not imported)
     models: list[ModelStatus]
     probes: list[Any] = field(default_factory=list)
 
@@ -80,28 +80,27 @@ def config_file_line(config: Config, explicit: str | None = None) -> str:
 def diagnose(config: Config, explicit_config: str | None = None, *,
              probe_servers: bool = True, compare: bool = False) -> Report:
     """Gather the report: the local runtime each role would get, or the server it uses (which
-    is probed).  Loads no model (torch is imported, through kbterm.models, to ask for CUDA),
-    unless ``compare``: then a server's answers are compared with the in-process model's when
+    is probed).  Loads no model (torch is imported, through kbterm.models, to ask for CUDA,
+    only when some model would run in this process), unless ``compare``: then a server's answers are compared with the in-process model's when
     the checkpoint is on this machine."""
     from kbterm.backends import choose, get_embedder, get_generator, get_reranker
     from kbterm.backends.latency import expected
     from kbterm.backends.probe import probe
     from kbterm.models.runtime import cuda_available
 
-    cuda = cuda_available()
+    choices = {role: choose(config, role) for role in ROLES}
+    cuda = (cuda_available() if any(c.backend != "server" for c in choices.values())
+            else None)
     getters = {"embedder": get_embedder, "reranker": get_reranker, "generator": get_generator}
     statuses, probes = [], []
     for role in ROLES:
         spec = model_spec(config, role)
         local = cached_model_path(spec.model, spec.source)
-        choice = choose(config, role)
-        rt = choose_runtime(spec.device, spec.dtype, has_cuda=cuda)
-        status = ModelStatus(role, spec.model, str(local) if local else None,
-                             rt.device, rt.dtype, rt.attn_implementation, choice.backend,
-                             choice.kind, choice.url, choice.why, rt.reason)
+        choice = choices[role]
+        status = ModelStatus(role, spec.model, str(local) if local else None, "", "", "",
+                             choice.backend, choice.kind, choice.url, choice.why)
         if choice.backend == "server":
             backend = getters[role](config)
-            status.attention = ""
             try:
                 host = backend.host()
             except KbtermError as exc:
@@ -125,6 +124,10 @@ def diagnose(config: Config, explicit_config: str | None = None, *,
         else:
             from kbterm.backends.base import Host
 
+            rt = choose_runtime(spec.device, spec.dtype, has_cuda=cuda)
+            status.device, status.dtype, status.attention = (rt.device, rt.dtype,
+                                                              rt.attn_implementation)
+            status.runtime_why = rt.reason
             status.latency_s = expected(config.data_path, role,
                                         Host("in process", spec.model, rt.device, rt.dtype))
         statuses.append(status)
@@ -150,7 +153,8 @@ def render(report: Report) -> str:
         f"data dir      {report.data_dir}",
         f"python        {report.python}",
         "packages      " + ", ".join(f"{k} {v}" for k, v in report.packages.items()),
-        f"cuda          {'available' if report.cuda else 'not available (CPU)'}",
+        "cuda          " + ("not checked (every model runs on a server)" if report.cuda is None
+                             else "available" if report.cuda else "not available (CPU)"),
         "",
         "models",
     ]

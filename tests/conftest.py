@@ -134,10 +134,30 @@ def index_embedder(index_model_dir):
     PDF pages stay fast (the code path is the same as with the contract's limits)."""
     from kbterm.models.base import ModelSpec
     from kbterm.models.embedder import Embedder
+
+    model = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu", dtype="float32"),
+                     limits=small_vision_limits())
+    model.load()
+    return model
+
+
+def small_vision_limits():
+    """Vision limits far below the contract's, for tests whose subject is not the pictures'
+    size (the code path is the same: only fewer patches go through the vision tower)."""
     from kbterm.models.encoding import VisionLimits
 
-    limits = VisionLimits(image_max_pixels=16 * 32 * 32, frame_max_pixels=4 * 32 * 32,
-                          total_pixels=64 * 32 * 32)
-    model = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu", dtype="float32"), limits=limits)
+    return VisionLimits(image_max_pixels=16 * 32 * 32, frame_max_pixels=4 * 32 * 32,
+                        total_pixels=64 * 32 * 32)
+
+
+@pytest.fixture(scope="session")
+def small_reranker(tiny_model_dir):
+    """The tiny reranker with :func:`small_vision_limits`: the TUI tests rerank photos, PDF
+    pages and a video on every query."""
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.reranker import Reranker
+
+    model = Reranker(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32"),
+                     limits=small_vision_limits())
     model.load()
     return model

@@ -532,6 +532,17 @@ def section_heading(prose: Prose, number: str, used: set[str]) -> str:
             return heading
 
 
+def book_excerpt(corpus: Path, dest: Path, pages: int = 60) -> Path:
+    """The first ``pages`` pages of the corpus's ``book.pdf`` (chapter openings, figures and
+    plain pages are all among the first 60), for tests that need every page but not 285."""
+    import pymupdf
+
+    with pymupdf.open(corpus / "pdf" / "book.pdf") as doc:
+        doc.select(list(range(pages)))
+        doc.save(dest, garbage=3, deflate=True)
+    return dest
+
+
 def write_book(path: Path) -> Path:
     """285 pages of prose with running heads, chapter openings, figures and page numbers."""
     import pymupdf

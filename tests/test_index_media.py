@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus_builder import BOOK_PAGES
+from corpus_builder import book_excerpt
 from indexing_helpers import check_consistent, chunks, ledger, make_config, run_index
 
 
@@ -31,12 +31,15 @@ def unique_line(pdf: Path, page_no: int) -> str:
     raise AssertionError("no unique line on that page")
 
 
+BOOK_PAGES = 60  # the first pages of the corpus's book (tests/corpus_builder.py)
+
+
 @pytest.fixture(scope="module")
 def book_index(tmp_path_factory, corpus, index_model_dir, index_embedder):
     base = tmp_path_factory.mktemp("book")
     folder = base / "library"
     folder.mkdir()
-    shutil.copy(corpus / "pdf" / "book.pdf", folder)
+    book_excerpt(corpus, folder / "book.pdf", BOOK_PAGES)
     shutil.copy(corpus / "pdf" / "paper.pdf", folder)
     config = make_config(index_model_dir, base / "data", [folder])
     summary = run_index(config, embedder=index_embedder)

@@ -45,11 +45,11 @@ def test_media_parsers_import_without_torch_or_textual():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-def test_pdf_every_page_text_then_image_with_true_page_numbers(corpus):
+def test_pdf_every_page_text_then_image_with_true_page_numbers(corpus, tmp_path):
     import pymupdf
 
-    path = corpus / "pdf" / "book.pdf"
-    pages = built.BOOK_PAGES
+    pages = 60
+    path = built.book_excerpt(corpus, tmp_path / "book.pdf", pages)
     with pymupdf.open(path) as doc:
         assert doc.page_count == pages
         texts = [page.get_text() for page in doc]
@@ -77,7 +77,7 @@ def test_pdf_every_page_text_then_image_with_true_page_numbers(corpus):
             text_pages.append(section.page)
             if phrase in section.text:
                 assert section.page == 37
-        section.image = None  # keep memory flat over 285 pages
+        section.image = None  # keep memory flat over the pages
     assert image_pages == list(range(1, pages + 1))
     assert text_pages == image_pages  # every page of the book has text
     assert any(p == 37 for p in text_pages)

@@ -436,26 +436,36 @@ def test_commands_find_the_running_serve_and_the_doctor_vouches_for_it(served, t
     indexed = kbterm(["index", str(folder), "--json"], config)
     assert indexed.returncode == 0, indexed.stderr
     assert json.loads(indexed.stdout)["indexed"] == 1
-    report = json.loads(kbterm(["doctor", "--json"], config).stdout)
+    # The doctor and a search, in one process served by the warm host: neither imports torch
+    # or transformers (the doctor asks for no CUDA when no model runs in this process).
+    code = ("import contextlib, io, json, sys\nfrom kbterm.cli import main\nout = {}\n"
+            "for args in (['doctor', '--json'], ['doctor'], ['search', 'budget', '--json']):\n"
+            "    buf = io.StringIO()\n"
+            "    try:\n        with contextlib.redirect_stdout(buf):\n"
+            f"            main(['--config', {str(config)!r}, *args])\n"
+            "    except SystemExit as e:\n        assert not e.code, (args, e.code)\n"
+            "    out[' '.join(args)] = buf.getvalue()\n"
+            "out['imported'] = ['torch' in sys.modules, 'transformers' in sys.modules]\n"
+            "print(json.dumps(out))")
+    env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    report = json.loads(out["doctor --json"])
     for m in report["models"]:
         assert (m["backend"], m["host"], m["url"]) == ("server", "kbterm serve", state.url)
         assert (m["device"], m["dtype"]) == ("cpu", "float32")
         assert m["latency_s"] is not None  # kbterm serve measured it when it started
     assert [p["role"] for p in report["servers"]] == ["embedder", "reranker", "generator"]
     assert all(p["ok"] for p in report["servers"]), report["servers"]
-    text = kbterm(["doctor"], config).stdout
+    assert report["cuda"] is None
+    text = out["doctor"]
     assert f"kbterm serve at {state.url}" in text and "expected latency" in text
-    # A search process served by the warm host does not import torch or transformers.
-    code = ("import sys\nfrom kbterm.cli import main\n"
-            f"try:\n    main(['--config', {str(config)!r}, 'search', 'budget', '--json'])\n"
-            "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('torch' in sys.modules, 'transformers' in sys.modules, file=sys.stderr)")
-    env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["results"][0]["metadata"]["source"].endswith("a.txt")
-    assert proc.stderr.strip().splitlines()[-1] == "False False"
+    assert "cuda          not checked (every model runs on a server)" in text
+    assert json.loads(out["search budget --json"])["results"][0]["metadata"]["source"] \
+        .endswith("a.txt")
+    assert out["imported"] == [False, False]
 
 
 def test_a_unix_socket_serve_is_found_and_used(tmp_path, tiny_model_dir, embedder, monkeypatch):

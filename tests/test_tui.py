@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import small_vision_limits
 from indexing_helpers import make_config, run_index
 from kbterm.retrieval import Filters, Searcher
 
@@ -29,6 +30,12 @@ OLD = time.mktime((2020, 6, 1, 12, 0, 0, 0, 0, -1))
 @pytest.fixture(autouse=True)
 def _explicit_data_dir(monkeypatch):
     monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
+
+
+@pytest.fixture
+def reranker(small_reranker):
+    """Every reranked list here has pictures: they go through the vision tower small."""
+    return small_reranker
 
 
 @pytest.fixture(scope="module")
@@ -692,7 +699,7 @@ def test_a_new_keystroke_stops_the_running_rerank(indexed, index_embedder, tiny_
             return super()._run(inputs, **kwargs)
 
     reranker = Blocking(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32"),
-                        batch_tokens=1)  # one candidate per forward pass
+                        batch_tokens=1, limits=small_vision_limits())  # one pair per pass
     reranker.share_prefix = False
     # (A long debounce: "rop" must not be searched on its own on a busy machine.)
     config = replace(indexed, tui=replace(indexed.tui, debounce_ms=800))
@@ -786,7 +793,8 @@ def test_an_answer_asked_while_reranking_waits_for_the_reranker(indexed, index_e
 
     config = replace(indexed, ask=replace(indexed.ask, min_rerank_score=0.0))
     searcher = Searcher(config, embedder=index_embedder,
-                        reranker=Slow(ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32")))
+                        reranker=Slow(ModelSpec("reranker", str(tiny_model_dir), device="cpu",
+                                                dtype="float32"), limits=small_vision_limits()))
     app = make_app(config, searcher=searcher,
                     asker=Asker(config, searcher=searcher, generator=generator))
 

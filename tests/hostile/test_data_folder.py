@@ -412,10 +412,11 @@ def test_a_full_disk_is_never_blamed_on_the_file_being_read(tmp_path, index_mode
     from kbterm.store import CHUNKS
 
     cfg, folder = build(tmp_path, index_model_dir, index_embedder)
-    long = {f"log{n}.txt": " ".join(f"entry{n}-{i} tide" for i in range(3000)) + "\n"
+    long = {f"log{n}.txt": " ".join(f"entry{n}-{i} tide" for i in range(600)) + "\n"
             for n in range(3)}  # more chunks than one embedding group each
     for name, text in long.items():
         (folder / name).write_text(text)
+    monkeypatch.setattr(indexer_module, "EMBED_GROUP_TEXTS", 4)
     monkeypatch.setattr(indexer_module, "COMMIT_SECONDS", 0.0)  # commit as soon as one waits
     real = Store._latest
 
@@ -465,11 +466,11 @@ def test_a_really_full_disk_keeps_the_index_and_its_readers(tmp_path, index_mode
     in memory), and once space is freed the next run finishes the work."""
     with tiny_disk(tmp_path / "disk") as disk:
         cfg, folder = build(tmp_path, index_model_dir, index_embedder, data=disk / "data")
-        big = {f"log{n}.txt": " ".join(f"entry{n}-{i} tide" for i in range(3000)) + "\n"
+        big = {f"log{n}.txt": " ".join(f"entry{n}-{i} tide" for i in range(1200)) + "\n"
                for n in range(6)}
         for name, text in big.items():
             (folder / name).write_text(text)
-        filler = fill(disk, 48 * 1024)
+        filler = fill(disk, 24 * 1024)
         with pytest.raises(KbtermError, match=f"the disk holding {cfg.data_path} is full"):
             run_index(cfg, embedder=index_embedder)
         check_consistent(cfg)
