@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import pytest
@@ -91,41 +94,102 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def shared_root(tmp_path_factory) -> Path | None:
+    """The folder all pytest-xdist workers of this run share (None when not under xdist)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    return tmp_path_factory.getbasetemp().parent
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on ``path`` (across the workers' processes)."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def index_model_dir(tmp_path_factory) -> Path:
     """A tiny random checkpoint whose tokenizer has a realistic vocabulary (trained on the
     corpus's long generated text and the vendored README), so a 285-page book is about as many
-    tokens as with Qwen's own tokenizer."""
+    tokens as with Qwen's own tokenizer.  Built once per run, shared by the workers (the
+    session's ``kbterm serve`` hosts this same folder)."""
     from kbterm.models.random_checkpoint import build_random_checkpoint
 
-    return build_random_checkpoint(tmp_path_factory.mktemp("index-qwen3-vl"),
-                                   vocab_size=4000, training_text=tokenizer_training_lines())
+    def build(path: Path) -> Path:
+        return build_random_checkpoint(path, vocab_size=4000,
+                                       training_text=tokenizer_training_lines())
+
+    root = shared_root(tmp_path_factory)
+    if root is None:
+        return build(tmp_path_factory.mktemp("index-qwen3-vl"))
+    target, done = root / "index-qwen3-vl", root / "index-qwen3-vl.done"
+    with locked(root / "index-qwen3-vl.lock"):
+        if not done.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            build(target)
+            done.touch()
+    return target
 
 
 @pytest.fixture(scope="session")
 def index_serve(tmp_path_factory, index_model_dir):
     """One ``kbterm serve`` hosting the index checkpoint, for command-line tests whose subject
     is not where the models run: each command then starts in a second instead of importing
-    torch and loading three models (``write_config_file(..., served=index_serve)``)."""
+    torch and loading three models (``write_config_file(..., served=index_serve)``).  Under
+    pytest-xdist the first worker that asks starts it for all of them, and the controller
+    stops it when the run ends (:func:`pytest_sessionfinish`)."""
     import subprocess
     import sys
 
-    from kbterm.serve.state import wait_ready
+    from kbterm.serve.state import read_state, wait_ready
 
-    root = tmp_path_factory.mktemp("index-serve")
+    shared = shared_root(tmp_path_factory)
+    root = shared / SHARED_SERVE if shared else tmp_path_factory.mktemp("index-serve")
     data = root / "data"
-    config = write_config_file(root / "serve.toml", index_model_dir, "[serve]\nport = 0\n",
-                               data_dir=data)
-    env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
-    proc = subprocess.Popen([sys.executable, "-m", "kbterm", "--config", str(config), "serve",
-                             "--log-file", str(root / "serve.log")], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = wait_ready(data, proc.pid, timeout=300)
-    assert state is not None, (root / "serve.log").read_text()
+    proc = None
+    with locked(shared / f"{SHARED_SERVE}.lock") if shared else nullcontext():
+        state = read_state(data) if shared else None
+        if state is None:
+            root.mkdir(exist_ok=True)
+            config = write_config_file(root / "serve.toml", index_model_dir,
+                                       "[serve]\nport = 0\n", data_dir=data)
+            env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "kbterm", "--config", str(config), "serve",
+                 "--log-file", str(root / "serve.log")], env=env, cwd=REPO,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=bool(shared))  # (it outlives this worker's session)
+            state = wait_ready(data, proc.pid, timeout=300)
+            assert state is not None, (root / "serve.log").read_text()
     os.environ[SERVE_KEY_ENV] = state.token  # inherited by the commands the tests start
     yield state
-    proc.terminate()
-    proc.wait(timeout=60)
+    if proc is not None and not shared:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+SHARED_SERVE = "index-serve"
+
+
+def pytest_sessionfinish(session) -> None:
+    """In the pytest-xdist controller: stop the workers' shared ``kbterm serve``."""
+    if hasattr(session.config, "workerinput"):
+        return  # a worker
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or factory._basetemp is None:
+        return
+    from kbterm.serve.state import read_state
+
+    state = read_state(factory.getbasetemp() / SHARED_SERVE / "data", ready_only=False)
+    if state is not None:
+        os.kill(state.pid, signal.SIGTERM)
 
 
 @pytest.fixture(scope="session")

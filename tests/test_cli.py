@@ -68,13 +68,19 @@ def test_doctor_reports_models_device_data_dir_and_versions(tmp_path, tiny_model
     assert "runs on cpu, float32, attention sdpa" in text.stdout
 
 
-def test_doctor_load_runs_every_model(tmp_path, tiny_model_dir):
+def test_doctor_load_runs_every_model(tmp_path, tiny_model_dir, capsys):
+    """In this process (torch is imported here already); the next test runs --load in a
+    subprocess."""
+    from kbterm.cli import main
+
     config = write_config(tmp_path, tiny_model_dir)
-    env = subprocess_env(KBTERM_CONFIG=str(config))
-    proc = run(["doctor", "--load"], env=env)
-    assert proc.returncode == 0, proc.stderr
+    try:
+        main(["--config", str(config), "doctor", "--load"])
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr()
+    out = capsys.readouterr().out
     for role in ("embedder", "reranker", "generator"):
-        assert f"{role:<10} ok: loaded in" in proc.stdout
+        assert f"{role:<10} ok: loaded in" in out
 
 
 def test_offline_missing_model_is_one_line_with_the_fetch_command(tmp_path, tiny_model_dir):
@@ -91,7 +97,8 @@ def test_offline_missing_model_is_one_line_with_the_fetch_command(tmp_path, tiny
     assert proc.returncode == 1
     assert ("embedder   error: embedder model Qwen/Qwen3-VL-Embedding-2B is not downloaded and "
             "kbterm is offline; fetch it with: kbterm pull embedder") in proc.stdout
-    assert "reranker   ok" in proc.stdout
+    assert "reranker   ok: loaded in" in proc.stdout
+    assert "generator  ok: loaded in" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     # (--load shows the listing first.)
     assert "not downloaded (fetch: kbterm pull embedder)" in proc.stdout
