@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import pytest
 from corpus_builder import build_corpus, tokenizer_training_lines
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set (it is on these machines): the
+# suite starts a hundred kbterm processes, and each would compile kbterm's sources again
+# (0.2-0.3 s of CPU apiece).  The commands the tests start inherit this environment.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +121,41 @@ def locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+SEVERAL = """
+import contextlib, io, json, sys
+from kbterm.cli import main
+out = []
+for args in json.loads(sys.argv[1]):
+    stdout, stderr, code = io.StringIO(), io.StringIO(), 0
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    out.append([args, code, stdout.getvalue(), stderr.getvalue()])
+out.append(sorted(m for m in ("torch", "transformers", "textual") if m in sys.modules))
+sys.__stdout__.write(json.dumps(out))
+"""
+
+
+def run_commands(commands: list[list[str]], env: dict[str, str] | None = None,
+                 cwd: Path = REPO, timeout: float = 300):
+    """Run several kbterm commands, in order, in one Python process (each as ``kbterm ARGS``
+    through the CLI's entry point): one interpreter start instead of one per command.
+    Returns a :class:`subprocess.CompletedProcess` per command, and the heavy modules the
+    process had imported at the end."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", SEVERAL, json.dumps(commands)],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=env or subprocess_env(), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    *results, imported = json.loads(proc.stdout)
+    return [subprocess.CompletedProcess(args, code, out, err)
+            for args, code, out, err in results], imported
+
+
 @pytest.fixture(scope="session")
 def index_model_dir(tmp_path_factory) -> Path:
     """A tiny random checkpoint whose tokenizer has a realistic vocabulary (trained on the
@@ -146,7 +188,6 @@ def index_serve(tmp_path_factory, index_model_dir):
     pytest-xdist the first worker that asks starts it for all of them, and the controller
     stops it when the run ends (:func:`pytest_sessionfinish`)."""
     import subprocess
-    import sys
 
     from kbterm.serve.state import read_state, wait_ready
 

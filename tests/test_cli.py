@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import subprocess_env, write_config_file
+from conftest import run_commands, subprocess_env, write_config_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def test_doctor_reports_models_device_data_dir_and_versions(tmp_path, tiny_model
     config = write_config(tmp_path, tiny_model_dir)
     env = subprocess_env(KBTERM_CONFIG=str(config), KBTERM_DATA_DIR=str(tmp_path / "kb"),
                          HF_HUB_CACHE=str(tmp_path / "hub"))
-    proc = run(["doctor", "--json"], env=env)
+    (proc, text), _ = run_commands([["doctor", "--json"], ["doctor"]], env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["config_file"] == str(config)
@@ -64,7 +64,6 @@ def test_doctor_reports_models_device_data_dir_and_versions(tmp_path, tiny_model
     for m in roles.values():
         assert m["available"] is True and m["local_path"] == str(tiny_model_dir)
         assert (m["device"], m["dtype"], m["attention"]) == ("cpu", "float32", "sdpa")
-    text = run(["doctor"], env=env)
     assert "runs on cpu, float32, attention sdpa" in text.stdout
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_config_file
+from conftest import run_commands, write_config_file
 from indexing_helpers import kbterm, make_config, run_index
 from kbterm.models.base import ModelSpec
 from kbterm.models.embedder import Embedder
@@ -328,33 +328,31 @@ def test_ask_cli(library, index_model_dir, index_serve, tmp_path):
                                  "[ask]\nmin_rerank_score = 0.0\n", data_dir=config.data_path,
                                  generator="max_new_tokens = 8\n", served=index_serve)
     text = cfg_file.read_text()
-    proc = kbterm(["--config", str(cfg_file), "ask", "What follows the new moon?", "--json"])
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    data = json.loads(out)
-    assert data["question"] == "What follows the new moon?" and isinstance(data["answer"], str)
-    assert data["sources"] and all(Path(s["source"]).exists() for s in data["sources"])
-    proc = kbterm(["--config", str(cfg_file), "ask", "What follows the new moon?"])
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert "\n\nSources:\n[1] " in out
     strict = tmp_path / "strict.toml"
     strict.write_text(text.replace("min_rerank_score = 0.0", "min_rerank_score = 0.999"))
-    proc = kbterm(["--config", str(strict), "ask", "What follows the new moon?"])
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "no answer" in out
-    proc = kbterm(["--config", str(cfg_file), "ask", ""])
-    _out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2
     # The answer model is missing (in-process, no weights); the other two are served.
     missing = tmp_path / "missing.toml"
     head, generator = text.split("[models.generator]\n")
     missing.write_text(head + f'[models.generator]\nmodel = "{tmp_path / "nope"}"\n'
                        + generator.split("\n", 4)[4])
-    proc = kbterm(["--config", str(missing), "ask", "What follows the new moon?"])
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 1 and "Traceback" not in err
-    assert "kbterm pull generator" in err and "Most relevant sources:\n[1] " in err
+    question = "What follows the new moon?"
+    (as_json, plain, refused, empty, no_model), _ = run_commands([
+        ["--config", str(cfg_file), "ask", question, "--json"],
+        ["--config", str(cfg_file), "ask", question],
+        ["--config", str(strict), "ask", question],
+        ["--config", str(cfg_file), "ask", ""],
+        ["--config", str(missing), "ask", question]])
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["question"] == question and isinstance(data["answer"], str)
+    assert data["sources"] and all(Path(s["source"]).exists() for s in data["sources"])
+    assert plain.returncode == 0, plain.stderr
+    assert "\n\nSources:\n[1] " in plain.stdout
+    assert refused.returncode == 1 and "no answer" in refused.stdout
+    assert empty.returncode == 2
+    assert no_model.returncode == 1 and "Traceback" not in no_model.stderr
+    assert "kbterm pull generator" in no_model.stderr
+    assert "Most relevant sources:\n[1] " in no_model.stderr
 
 
 def test_rerank_stops_before_the_next_batch_once_cancelled(library, searcher, tiny_model_dir):

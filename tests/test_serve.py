@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from conftest import REPO, write_config_file
+from conftest import REPO, run_commands, write_config_file
 from kbterm.backends.base import Evidence
 from kbterm.backends.client import ServerEmbedder, ServerGenerator, ServerReranker
 from kbterm.backends.http import Endpoint
@@ -384,7 +384,7 @@ def test_a_server_killed_mid_index_loses_nothing_and_the_next_run_resumes(
         (folder / f"note{i:02}.txt").write_text(f"Note {i}: " + "some words here. " * 40)
     data = tmp_path / "serve-data"
     serve_toml = write_config_file(tmp_path / "serve.toml", index_model_dir,
-                                   "[serve]\nport = 0\n", data_dir=data)
+                                   '[serve]\nport = 0\nroles = ["embedder"]\n', data_dir=data)
     proc, state = start_foreground(serve_toml, data)
     monkeypatch.setenv("KBTERM_DATA_DIR", str(tmp_path / "index"))
     # Small groups and commits, so that some files are in the index when the server dies.
@@ -433,26 +433,17 @@ def test_commands_find_the_running_serve_and_the_doctor_vouches_for_it(served, t
     folder = tmp_path / "notes"
     folder.mkdir()
     (folder / "a.txt").write_text("The budget meeting is on Thursday.\n")
-    indexed = kbterm(["index", str(folder), "--json"], config)
+    # Index, the doctor and a search, in one process served by the warm host: none imports
+    # torch or transformers (the doctor asks for no CUDA when no model runs in this process).
+    env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
+    (indexed, doctor, text, search), imported = run_commands(
+        [["--config", str(config), *args] for args in
+         (["index", str(folder), "--json"], ["doctor", "--json"], ["doctor"],
+          ["search", "budget", "--json"])], env=env)
     assert indexed.returncode == 0, indexed.stderr
     assert json.loads(indexed.stdout)["indexed"] == 1
-    # The doctor and a search, in one process served by the warm host: neither imports torch
-    # or transformers (the doctor asks for no CUDA when no model runs in this process).
-    code = ("import contextlib, io, json, sys\nfrom kbterm.cli import main\nout = {}\n"
-            "for args in (['doctor', '--json'], ['doctor'], ['search', 'budget', '--json']):\n"
-            "    buf = io.StringIO()\n"
-            "    try:\n        with contextlib.redirect_stdout(buf):\n"
-            f"            main(['--config', {str(config)!r}, *args])\n"
-            "    except SystemExit as e:\n        assert not e.code, (args, e.code)\n"
-            "    out[' '.join(args)] = buf.getvalue()\n"
-            "out['imported'] = ['torch' in sys.modules, 'transformers' in sys.modules]\n"
-            "print(json.dumps(out))")
-    env = {k: v for k, v in os.environ.items() if k != "KBTERM_DATA_DIR"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, env=env, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
-    report = json.loads(out["doctor --json"])
+    assert doctor.returncode == text.returncode == search.returncode == 0, doctor.stderr
+    report = json.loads(doctor.stdout)
     for m in report["models"]:
         assert (m["backend"], m["host"], m["url"]) == ("server", "kbterm serve", state.url)
         assert (m["device"], m["dtype"]) == ("cpu", "float32")
@@ -460,20 +451,18 @@ def test_commands_find_the_running_serve_and_the_doctor_vouches_for_it(served, t
     assert [p["role"] for p in report["servers"]] == ["embedder", "reranker", "generator"]
     assert all(p["ok"] for p in report["servers"]), report["servers"]
     assert report["cuda"] is None
-    text = out["doctor"]
-    assert f"kbterm serve at {state.url}" in text and "expected latency" in text
-    assert "cuda          not checked (every model runs on a server)" in text
-    assert json.loads(out["search budget --json"])["results"][0]["metadata"]["source"] \
-        .endswith("a.txt")
-    assert out["imported"] == [False, False]
+    assert f"kbterm serve at {state.url}" in text.stdout and "expected latency" in text.stdout
+    assert "cuda          not checked (every model runs on a server)" in text.stdout
+    assert json.loads(search.stdout)["results"][0]["metadata"]["source"].endswith("a.txt")
+    assert imported == []  # neither torch nor transformers
 
 
 def test_a_unix_socket_serve_is_found_and_used(tmp_path, tiny_model_dir, embedder, monkeypatch):
     from kbterm.backends import get_embedder
 
     data = tmp_path / "data"
-    toml = write_config_file(tmp_path / "socket.toml", tiny_model_dir, "[serve]\nsocket = true\n",
-                             data_dir=data)
+    toml = write_config_file(tmp_path / "socket.toml", tiny_model_dir,
+                             '[serve]\nsocket = true\nroles = ["embedder"]\n', data_dir=data)
     proc, state = start_foreground(toml, data)
     try:
         assert state.url == f"unix://{data / 'serve.sock'}"
