@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from kbterm.errors import KbtermError, ModelNotAvailable
-from kbterm.retrieval import Filters, Hit, Results, Searcher
+from kbterm.retrieval import Filters, Hit, Medium, Results, Searcher
 
 if TYPE_CHECKING:
     from kbterm.config import Config
@@ -130,9 +130,11 @@ class Asker:
             self._generator = get_generator(self.config)
         return self._generator
 
-    def prepare(self, question: str, image: str | Path | None = None,
+    def prepare(self, question: str, image: "Medium | None" = None,
                 filters: Filters | None = None) -> Answer:
-        """Retrieve and choose the evidence (raises NoEvidence when none is relevant)."""
+        """Retrieve and choose the evidence (raises NoEvidence when none is relevant);
+        ``image``: a picture's path or a :class:`~kbterm.models.inputs.Video` clip the question
+        is about."""
         results = self.searcher.search(question, image, k=max(self.config.ask.evidence * 2, 10),
                                        rerank=True, filters=filters)
         answer = Answer(question=question, warnings=list(results.warnings))

@@ -1,4 +1,4 @@
-"""Retrieval: a query (text, an image, or both) in, ranked hits out.
+"""Retrieval: a query (text, an image or a video clip, or both) in, ranked hits out.
 
 1. The query is embedded with the *query* instruction (``models.embedder.query_instruction``):
    documents were embedded with the document instruction, and the model is asymmetric.
@@ -191,7 +191,7 @@ class Hit:
 @dataclass
 class Results:
     query: str
-    image: str | None = None
+    image: str | None = None  # the query's picture or clip, as shown (a path, a time range)
     hits: list[Hit] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -200,6 +200,7 @@ class Results:
     # "reranked"; the TUI shows each as it comes, kbterm search only the last.
     stage: str = "fused"
     rerank_candidates: int = 0  # the candidates the reranker was to see (``reranked``: did)
+    medium: Any = field(default=None, repr=False, compare=False)  # the query's picture or clip
 
     @property
     def total_ms(self) -> float:
@@ -358,15 +359,16 @@ class Searcher:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, text: str = "", image: str | Path | None = None, *, k: int = 10,
+    def search(self, text: str = "", image: "Medium | None" = None, *, k: int = 10,
                rerank: bool = True, filters: Filters | None = None,
                candidates: int | None = None) -> Results:
-        """Ranked hits for ``text`` and/or ``image`` (:meth:`retrieve`, then :meth:`rerank`)."""
+        """Ranked hits for ``text`` and/or ``image`` (a picture's path, or a
+        :class:`~kbterm.models.inputs.Video` clip): :meth:`retrieve`, then :meth:`rerank`."""
         results = self.retrieve(text, image, k=k, rerank=rerank, filters=filters,
                                 candidates=candidates)
         return self.rerank(results, k=k, enabled=rerank)
 
-    def retrieve(self, text: str = "", image: str | Path | None = None, *, k: int = 10,
+    def retrieve(self, text: str = "", image: "Medium | None" = None, *, k: int = 10,
                  rerank: bool = True, filters: Filters | None = None,
                  candidates: int | None = None, keywords_only: bool = False) -> Results:
         """Fused vector + keyword hits, not reranked yet: the best ``k`` (or, when ``rerank``,
@@ -376,18 +378,20 @@ class Searcher:
         ``keywords_only``: the BM25 hits of the text alone, without embedding the query (no
         model call: the TUI's first list, the moment the user stops typing)."""
         if not text.strip() and image is None:
-            raise InputError("empty query: give text, an image (--image), or both")
-        if image is not None and not Path(image).is_file():
-            raise InputError(f"{image}: no such image file")
+            raise InputError("empty query: give text, an image (--image) or a video (--video), "
+                             "or both")
+        if image is not None and not medium_path(image).is_file():
+            raise InputError(f"{medium_path(image)}: no such file")
         with self._lock:
             return self._retrieve(text, image, k=k, rerank=rerank, filters=filters,
                                   candidates=candidates, keywords_only=keywords_only)
 
-    def _retrieve(self, text: str, image: str | Path | None, *, k: int, rerank: bool,
+    def _retrieve(self, text: str, image: "Medium | None", *, k: int, rerank: bool,
                   filters: Filters | None, candidates: int | None,
                   keywords_only: bool = False) -> Results:
         filters = filters or Filters()
-        results = Results(query=text, image=str(image) if image is not None else None)
+        results = Results(query=text, image=describe_medium(image))
+        results.medium = image
         t = time.perf_counter()
         self.refresh()
         results.timings_ms["refresh"] = (time.perf_counter() - t) * 1000
@@ -449,7 +453,7 @@ class Searcher:
                 if budget_ms:
                     hits, n_rerank = self._within_budget(hits, n_rerank, budget_ms / 1000)
                 if n_rerank:
-                    skipped = self._rerank(results.query, results.image, hits, n_rerank,
+                    skipped = self._rerank(results.query, results.medium, hits, n_rerank,
                                            cancel)
                     results.reranked = min(n_rerank, k)
                     results.warnings.extend(skipped)
@@ -501,9 +505,10 @@ class Searcher:
         except (OSError, KbtermError):
             pass  # a read-only data folder: measured again next time
 
-    def _embed_query(self, text: str, image: str | Path | None) -> np.ndarray:
+    def _embed_query(self, text: str, image: "Medium | None") -> np.ndarray:
         instruction = self.config.models.embedder.query_instruction
-        media = (file_digest(image),) if image is not None else ()
+        media = (file_digest(medium_path(image)), describe_medium(image)) \
+            if image is not None else ()
         key = self.query_vectors.key(text, instruction, media)
         vector = self.query_vectors.get(key)
         if vector is None:
@@ -597,7 +602,7 @@ class Searcher:
                 return None
         return hit.path
 
-    def _rerank(self, text: str, image: str | Path | None, hits: list[Hit], n: int,
+    def _rerank(self, text: str, image: "Medium | None", hits: list[Hit], n: int,
                 cancel: threading.Event | None = None) -> list[str]:
         """Score and re-sort the first ``n`` hits; a hit whose picture cannot be read keeps no
         rerank score and goes after the scored ones.  Returns a warning for each of those."""
@@ -626,12 +631,35 @@ class Searcher:
 PICTURE_PAIR_COST = 6
 
 
-def query_item(text: str, image: str | Path | None) -> Any:
-    """The model input of a query: its image and/or its text."""
-    from kbterm.models.inputs import Image
+# A query's picture (a path) or clip (:class:`~kbterm.models.inputs.Video`, a file and
+# optionally the start..end seconds of it, embedded at the contract's 1 fps, <= 64 frames).
+Medium = Any
+
+
+def medium_path(image: "Medium") -> Path:
+    """The file of a query's picture or clip."""
+    return Path(getattr(image, "source", image))
+
+
+def describe_medium(image: "Medium | None") -> str | None:
+    """A query's picture or clip as shown: its path, and a clip's time range."""
+    if image is None:
+        return None
+    start, end = getattr(image, "start", None), getattr(image, "end", None)
+    if start is None and end is None:
+        return str(medium_path(image))
+    span = f"{start or 0:g}-{end:g} s" if end is not None else f"from {start:g} s"
+    return f"{medium_path(image)} ({span})"
+
+
+def query_item(text: str, image: "Medium | None") -> Any:
+    """The model input of a query: its picture or clip, and/or its text."""
+    from kbterm.models.inputs import Image, Video
 
     parts: list[Any] = []
-    if image is not None:
+    if isinstance(image, Video):
+        parts.append(image)
+    elif image is not None:
         parts.append(Image(Path(image)))
     if text.strip():
         parts.append(text)

@@ -158,6 +158,55 @@ def test_image_query(searcher, library, index_embedder, corpus):
     assert beach.embedding_score == pytest.approx(float(stored @ query), abs=2e-3)
 
 
+def test_a_video_clip_is_a_query(library, index_model_dir, reranker, corpus, capsys, tmp_path):
+    """The fourth kind of query: a clip (1 frame a second, at most 64), with or without text;
+    its vector is the embedder's for the same clip, and another span is another query."""
+    from kbterm.cli import main
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.embedder import Embedder
+    from kbterm.models.inputs import Video
+
+    config, _ = library
+    # (The contract's video limits: the index embedder's small ones are below a video file's
+    # minimum frame size.)
+    embedder = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu",
+                                  dtype="float32"))
+    searcher = Searcher(config, embedder=embedder, reranker=reranker)
+    video = corpus / "video" / "example.mp4"
+    clip = Video(video, start=0.0, end=2.0)
+    results = searcher.search("", clip, k=50, rerank=False)
+    assert results.image == f"{video} (0-2 s)"
+    query = embedder.embed([clip], instruction=config.models.embedder.query_instruction)[0]
+    stored = stored_vectors(config)
+    scored = [h for h in results.hits if h.embedding_score is not None]
+    assert len(scored) == len(stored)  # (a clip alone: every chunk by its cosine)
+    for hit in scored:
+        assert hit.embedding_score == pytest.approx(float(stored[hit.id] @ query), abs=2e-3)
+    other = searcher.search("", Video(video, start=1.0), k=50, rerank=False)  # (2 s long)
+    assert [h.embedding_score for h in other.hits] != [h.embedding_score for h in results.hits]
+    mixed = searcher.search("harbour lamp", clip, k=5)  # with text, and reranked
+    assert mixed.hits and mixed.reranked
+
+    # kbterm search --video CLIP --start S --end S gives the same list.
+    cfg_file = write_config_file(tmp_path / "c.toml", index_model_dir, data_dir=config.data_path)
+    capsys.readouterr()
+    try:
+        main(["--config", str(cfg_file), "search", "--video", str(video), "--start", "0",
+              "--end", "2", "--no-rerank", "-k", "50", "--json"])
+    except SystemExit as exc:
+        assert not exc.code
+    shown = json.loads(capsys.readouterr().out)["results"]
+    assert [r["id"] for r in shown] == [h.id for h in results.hits]
+    for args, words in ((["--end", "2"], "--start and --end go with --video"),
+                        (["--video", str(video), "--start", "3", "--end", "1"],
+                         "must come after --start"),
+                        (["--video", str(video), "--start", "5"], "past the end of"),
+                        (["--video", str(video), "--image", str(video)], "not both")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--config", str(cfg_file), "search", "x", *args])
+        assert exc.value.code == 2 and words in capsys.readouterr().err
+
+
 def test_fallback_to_keywords_when_the_embedder_cannot_load(library, tmp_path):
     config, _ = library
     broken = Embedder(ModelSpec("embedder", str(tmp_path / "no-such-model"), device="cpu", dtype="float32"))

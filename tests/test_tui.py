@@ -511,17 +511,24 @@ def test_escape_cancels_the_answer_and_keeps_what_was_written(
     asyncio.run(scenario())
 
 
-def test_image_query_with_path_completion(indexed, index_embedder, corpus):
+def test_image_or_video_query_with_path_completion(indexed, index_model_dir, corpus):
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.embedder import Embedder
     from kbterm.tui.suggest import PathSuggester
 
     folder = corpus / "images"
+    video = corpus / "video" / "example.mp4"
+    # (The contract's limits: a video file's frames are larger than the index embedder's.)
+    embedder = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu",
+                                  dtype="float32"))
 
     async def scenario() -> None:
         suggestion = await PathSuggester().get_suggestion(str(folder / "bea"))
         assert suggestion == str(folder / "beach.jpeg")
         assert await PathSuggester().get_suggestion(str(corpus / "ima")) == \
             str(corpus / "images") + "/"
-        app = make_app(indexed, searcher=Searcher(indexed, embedder=index_embedder))
+        assert await PathSuggester().get_suggestion(str(video)[:-5]) == str(video)
+        app = make_app(indexed, searcher=Searcher(indexed, embedder=embedder))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.press("ctrl+t")
             assert app.focused is app.query_one("#image")
@@ -535,6 +542,12 @@ def test_image_query_with_path_completion(indexed, index_embedder, corpus):
             beach = next(h for h in hits if h.path.endswith("beach.jpeg"))
             assert beach.embedding_score is not None and beach.keyword_score is None
             assert app.results.image == str(folder / "beach.jpeg")
+
+            # A video: the whole clip (1 frame a second, at most 64) is the query.
+            app.query_one("#image").value = str(video)
+            await settle(pilot, app, lambda: app.results is not None and bool(items(app))
+                         and app.results.image == str(video), what="video results")
+            assert all(it.hit.embedding_score is not None for it in items(app))
 
     asyncio.run(scenario())
 

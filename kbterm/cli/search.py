@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -41,10 +42,44 @@ def _timings(n: str, timings: dict[str, float], names: tuple[str, ...]) -> str:
     return f"{n} in {total:.0f} ms ({parts})"
 
 
+def _video_options(f):
+    """``--video CLIP [--start S] [--end S]``: a clip as the query (with or without text)."""
+    f = click.option("--end", type=click.FloatRange(min=0), default=None,
+                     help="Where the clip ends in the video, in seconds (default: its end).")(f)
+    f = click.option("--start", type=click.FloatRange(min=0), default=None,
+                     help="Where the clip starts in the video, in seconds (default: 0).")(f)
+    return click.option("--video", "video", type=click.Path(exists=True, dir_okay=False),
+                        help="Search by a video clip (1 frame a second, at most 64), with or "
+                             "without text.")(f)
+
+
+def _medium(image: str | None, video: str | None, start: float | None, end: float | None):
+    """The query's picture (its path) or clip (a Video), or None."""
+    if video is None:
+        if start is not None or end is not None:
+            raise click.UsageError("--start and --end go with --video")
+        return image
+    if image is not None:
+        raise click.UsageError("give an --image or a --video, not both")
+    if start is not None and end is not None and end <= start:
+        raise click.UsageError(f"--end ({end:g}) must come after --start ({start:g})")
+    if start is not None:
+        from kbterm.ingest.video import header_duration
+
+        duration = header_duration(Path(video))
+        if duration is not None and start >= duration:
+            raise click.UsageError(f"--start {start:g} is past the end of {video} "
+                                   f"({duration:.1f} s long)")
+    from kbterm.models.inputs import Video
+
+    return Video(video, start=start, end=end)
+
+
 @cli.command()
 @click.argument("query", required=False, default="")
 @click.option("--image", "image", type=click.Path(exists=True, dir_okay=False),
               help="Search by an image (with or without QUERY text).")
+@_video_options
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="How many results.")
 @click.option("--no-rerank", is_flag=True, help="Skip the reranker (faster).")
@@ -59,17 +94,19 @@ def _timings(n: str, timings: dict[str, float], names: tuple[str, ...]) -> str:
 @click.option("--before", help="Only files modified before this date or age.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.pass_obj
-def search(state: State, query: str, image: str | None, k: int, no_rerank: bool,
+def search(state: State, query: str, image: str | None, video: str | None,
+           start: float | None, end: float | None, k: int, no_rerank: bool,
            paths: tuple[str, ...], types: tuple[str, ...], modalities: tuple[str, ...],
            after: str | None, before: str | None, as_json: bool) -> None:
-    """Search the index for QUERY (text), an --image, or both."""
+    """Search the index for QUERY (text), an --image or a --video clip, or both."""
     from kbterm.retrieval import Searcher
 
-    if not query.strip() and image is None:
-        raise click.UsageError("give a QUERY, an --image, or both")
+    medium = _medium(image, video, start, end)
+    if not query.strip() and medium is None:
+        raise click.UsageError("give a QUERY, an --image or a --video, or both")
     filters = _filters(paths, types, modalities, after, before)
     searcher = Searcher(state.config)
-    results = searcher.search(query, image, k=k, rerank=not no_rerank, filters=filters)
+    results = searcher.search(query, medium, k=k, rerank=not no_rerank, filters=filters)
     if as_json:
         echo_json(results.to_json())
     else:
@@ -102,6 +139,7 @@ def search(state: State, query: str, image: str | None, k: int, no_rerank: bool,
 @click.argument("question")
 @click.option("--image", "image", type=click.Path(exists=True, dir_okay=False),
               help="An image the question is about (searched with the question).")
+@_video_options
 @click.option("--path", "paths", multiple=True, help="Only evidence under this folder or glob.")
 @click.option("--type", "types", multiple=True, type=click.Choice(_FILE_TYPES),
               help="Only evidence from this file type.")
@@ -109,7 +147,8 @@ def search(state: State, query: str, image: str | None, k: int, no_rerank: bool,
               help="Print the answer, its citations and sources as JSON.")
 @click.option("--no-stream", is_flag=True, help="Print the answer when it is complete.")
 @click.pass_obj
-def ask(state: State, question: str, image: str | None, paths: tuple[str, ...],
+def ask(state: State, question: str, image: str | None, video: str | None,
+        start: float | None, end: float | None, paths: tuple[str, ...],
         types: tuple[str, ...], as_json: bool, no_stream: bool) -> None:
     """Answer QUESTION from your files, citing them ([1] report.pdf, page 12).
 
@@ -119,10 +158,11 @@ def ask(state: State, question: str, image: str | None, paths: tuple[str, ...],
 
     if not question.strip():
         raise click.UsageError("the question is empty")
+    medium = _medium(image, video, start, end)
     asker = Asker(state.config)
     filters = _filters(paths, types, (), None, None)
     try:
-        answer = asker.prepare(question, image, filters)
+        answer = asker.prepare(question, medium, filters)
     except NoEvidence as exc:
         if as_json:
             echo_json({"question": question, "answer": None, "error": str(exc)})

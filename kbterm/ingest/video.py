@@ -406,6 +406,21 @@ def _frame_array(frame: Any, target: tuple[int, int] | None) -> "np.ndarray":
 # --------------------------------------------------------------------------- both
 
 
+def header_duration(path: Path) -> float | None:
+    """The duration a video file's header gives, in seconds (None: unreadable or not given).
+    A header may lie; this is for checking a clip's range a user typed, not for indexing."""
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is not None and stream.duration is not None and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / 1_000_000 if container.duration else None
+    except Exception:  # noqa: BLE001 - av.error.*, OSError: the model's reader says why
+        return None
+
+
 def parse_video(path: Path, ctx: ParseContext) -> Iterator[Section]:
     """Video sections of ``ctx.video_segment_seconds`` each, in time order."""
     if ctx.video_segment_seconds <= 0:

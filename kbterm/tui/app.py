@@ -32,7 +32,7 @@ from textual.filter import LineFilter
 from textual.widgets import Input, Select
 from textual.worker import Worker, WorkerState
 
-from kbterm.filetypes import IMAGE_SUFFIXES
+from kbterm.filetypes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from kbterm.paths import display_path
 from kbterm.textsafe import one_line, visible
 from kbterm.tui import jobs, messages
@@ -49,6 +49,7 @@ from kbterm.tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from kbterm.answer import Answer, Asker
+    from kbterm.models.inputs import Video
     from kbterm.config import Config
     from kbterm.retrieval import Filters, Hit, Results, Searcher
 
@@ -130,7 +131,7 @@ class KbtermApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield SearchBox(placeholder=PLACEHOLDER, id="query")
-        yield Input(placeholder="Image to search by: a path (→ completes; empty: none)",
+        yield Input(placeholder="Image or video to search by: a path (→ completes; empty: none)",
                     id="image", suggester=PathSuggester())
         yield FilterBar(id="filters")
         with Horizontal(id="main"):
@@ -306,12 +307,18 @@ class KbtermApp(App[None]):
         await self.query_one(AnswerPane).clear()
 
     @property
-    def image_query(self) -> str | None:
-        """The image to search by, when the image box holds an existing image file."""
+    def image_query(self) -> "str | Video | None":
+        """The picture (its path) or the video (a whole clip, 1 frame a second, at most 64)
+        to search by, when the query-by-file box holds an existing image or video file."""
         value = os.path.expanduser(self.query_one("#image", Input).value.strip())
-        if value and os.path.isfile(value) and os.path.splitext(value)[1].lower() in IMAGE_SUFFIXES:
-            return value
-        return None
+        if not value or not os.path.isfile(value):
+            return None
+        suffix = os.path.splitext(value)[1].lower()
+        if suffix in VIDEO_SUFFIXES:
+            from kbterm.models.inputs import Video
+
+            return Video(value)
+        return value if suffix in IMAGE_SUFFIXES else None
 
     def action_image_query(self) -> None:
         box = self.query_one("#image", Input)

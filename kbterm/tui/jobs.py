@@ -20,7 +20,7 @@ from kbterm.tui import messages
 if TYPE_CHECKING:
     from kbterm.answer import Answer, Asker
     from kbterm.backends.base import Host
-    from kbterm.retrieval import Filters, Hit, Results, Searcher
+    from kbterm.retrieval import Filters, Hit, Medium, Results, Searcher
 
 Post = Callable[[Message], object]
 
@@ -112,14 +112,14 @@ def copy_head(results: "Results", k: int) -> "Results":
                    timings_ms=dict(results.timings_ms), warnings=list(results.warnings))
 
 
-def search(searcher: "Searcher", seq: int, text: str, image: str | None, filters: "Filters",
+def search(searcher: "Searcher", seq: int, text: str, image: "Medium", filters: "Filters",
            *, k: int, rerank: bool, cancel: threading.Event, latest: Callable[[], int],
            post: Post) -> None:
     """Query ``seq`` in three stages: its keyword hits at once (no model call), the fused
     hits once the query is embedded, then reranked; nothing once ``latest()`` (the newest
     query's number) has moved on."""
     from kbterm.errors import Cancelled, KbtermError
-    from kbterm.retrieval import NoIndex, Results
+    from kbterm.retrieval import NoIndex, Results, describe_medium
 
     try:
         if text.strip() and image is None:
@@ -141,7 +141,7 @@ def search(searcher: "Searcher", seq: int, text: str, image: str | None, filters
     except Cancelled:
         return  # a newer keystroke stopped it: that search shows its own results
     except NoIndex:  # a ledger without chunks (every file failed): no results
-        post(messages.SearchDone(seq, Results(query=text, image=image), True))
+        post(messages.SearchDone(seq, Results(query=text, image=describe_medium(image)), True))
     except KbtermError as exc:
         post(messages.SearchFailed(seq, str(exc)))
     except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen

@@ -1,4 +1,4 @@
-"""Path completion for the image box and the folder filter (→ takes it, like a shell's Tab)."""
+"""Path completion for the image-or-video box and the folder filter (→ takes it, like a shell's Tab)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import os
 
 from textual.suggester import Suggester
 
-from kbterm.filetypes import IMAGE_SUFFIXES
+from kbterm.filetypes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from kbterm.textsafe import one_line
 
 
+QUERY_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
 class PathSuggester(Suggester):
-    """Completes a file path (folders, and images unless ``folders_only``)."""
+    """Completes a file path (folders, and images and videos unless ``folders_only``)."""
 
     def __init__(self, folders_only: bool = False) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
@@ -34,7 +37,7 @@ class PathSuggester(Suggester):
             full = os.path.join(folder, name)
             if os.path.isdir(full):
                 name += os.sep
-            elif self.folders_only or os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+            elif self.folders_only or os.path.splitext(name)[1].lower() not in QUERY_SUFFIXES:
                 continue
             return value + name[len(stem):]
         return None
