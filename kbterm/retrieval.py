@@ -507,8 +507,9 @@ class Searcher:
 
     def _embed_query(self, text: str, image: "Medium | None") -> np.ndarray:
         instruction = self.config.models.embedder.query_instruction
-        media = (file_digest(medium_path(image)), describe_medium(image)) \
-            if image is not None else ()
+        # (A picture by its bytes wherever it lies; a clip by its bytes and its span.)
+        media = (file_digest(medium_path(image)), getattr(image, "start", None),
+                 getattr(image, "end", None)) if image is not None else ()
         key = self.query_vectors.key(text, instruction, media)
         vector = self.query_vectors.get(key)
         if vector is None:
