@@ -42,15 +42,17 @@ def _timings(n: str, timings: dict[str, float], names: tuple[str, ...]) -> str:
     return f"{n} in {total:.0f} ms ({parts})"
 
 
-def _video_options(f):
+def _video_options(what: str):
     """``--video CLIP [--start S] [--end S]``: a clip as the query (with or without text)."""
-    f = click.option("--end", type=click.FloatRange(min=0), default=None,
-                     help="Where the clip ends in the video, in seconds (default: its end).")(f)
-    f = click.option("--start", type=click.FloatRange(min=0), default=None,
-                     help="Where the clip starts in the video, in seconds (default: 0).")(f)
-    return click.option("--video", "video", type=click.Path(exists=True, dir_okay=False),
-                        help="Search by a video clip (1 frame a second, at most 64), with or "
-                             "without text.")(f)
+    def add(f):
+        f = click.option("--end", type=click.FloatRange(min=0), default=None,
+                         help="Where the clip ends in the video, in seconds (default: its "
+                              "end).")(f)
+        f = click.option("--start", type=click.FloatRange(min=0), default=None,
+                         help="Where the clip starts in the video, in seconds (default: 0).")(f)
+        return click.option("--video", "video", type=click.Path(exists=True, dir_okay=False),
+                            help=f"{what} (1 frame a second, at most 64).")(f)
+    return add
 
 
 def _medium(image: str | None, video: str | None, start: float | None, end: float | None):
@@ -79,7 +81,7 @@ def _medium(image: str | None, video: str | None, start: float | None, end: floa
 @click.argument("query", required=False, default="")
 @click.option("--image", "image", type=click.Path(exists=True, dir_okay=False),
               help="Search by an image (with or without QUERY text).")
-@_video_options
+@_video_options("Search by a video clip, with or without QUERY text")
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="How many results.")
 @click.option("--no-rerank", is_flag=True, help="Skip the reranker (faster).")
@@ -139,7 +141,7 @@ def search(state: State, query: str, image: str | None, video: str | None,
 @click.argument("question")
 @click.option("--image", "image", type=click.Path(exists=True, dir_okay=False),
               help="An image the question is about (searched with the question).")
-@_video_options
+@_video_options("A video clip the question is about, searched with the question")
 @click.option("--path", "paths", multiple=True, help="Only evidence under this folder or glob.")
 @click.option("--type", "types", multiple=True, type=click.Choice(_FILE_TYPES),
               help="Only evidence from this file type.")
