@@ -191,7 +191,7 @@ class Hit:
 @dataclass
 class Results:
     query: str
-    image: str | None = None  # the query's picture or clip, as shown (a path, a time range)
+    medium: Any = field(default=None, repr=False)  # the query's picture (a path) or clip
     hits: list[Hit] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -200,7 +200,11 @@ class Results:
     # "reranked"; the TUI shows each as it comes, kbterm search only the last.
     stage: str = "fused"
     rerank_candidates: int = 0  # the candidates the reranker was to see (``reranked``: did)
-    medium: Any = field(default=None, repr=False, compare=False)  # the query's picture or clip
+
+    @property
+    def image(self) -> str | None:
+        """The query's picture or clip, as shown: its path (and a clip's time range)."""
+        return describe_medium(self.medium)
 
     @property
     def total_ms(self) -> float:
@@ -390,8 +394,7 @@ class Searcher:
                   filters: Filters | None, candidates: int | None,
                   keywords_only: bool = False) -> Results:
         filters = filters or Filters()
-        results = Results(query=text, image=describe_medium(image))
-        results.medium = image
+        results = Results(query=text, medium=image)
         t = time.perf_counter()
         self.refresh()
         results.timings_ms["refresh"] = (time.perf_counter() - t) * 1000

@@ -101,8 +101,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def shared_root(tmp_path_factory) -> Path | None:
-    """The folder all pytest-xdist workers of this run share (None when not under xdist)."""
+def workers_folder(tmp_path_factory) -> Path | None:
+    """The folder all pytest-xdist workers of this run have in common (None when not under
+    xdist): the parent of each worker's own temporary folder."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return None
     return tmp_path_factory.getbasetemp().parent
@@ -123,9 +124,9 @@ def locked(path: Path):
 
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """``build(folder)``'s result, built once per run: under pytest-xdist the first worker
-    that asks builds it in the workers' shared folder, the others wait for it and reuse it
+    that asks builds it in the :func:`workers_folder`, the others wait for it and reuse it
     (it is never written to afterwards)."""
-    root = shared_root(tmp_path_factory)
+    root = workers_folder(tmp_path_factory)
     if root is None:
         return build(tmp_path_factory.mktemp(name))
     target, result = root / name, root / f"{name}.done"
@@ -195,12 +196,12 @@ def index_serve(tmp_path_factory, index_model_dir):
 
     from kbterm.serve.state import read_state, wait_ready
 
-    shared = shared_root(tmp_path_factory)
-    root = shared / SHARED_SERVE if shared else tmp_path_factory.mktemp("index-serve")
+    pool = workers_folder(tmp_path_factory)
+    root = pool / SERVE_FOLDER if pool else tmp_path_factory.mktemp(SERVE_FOLDER)
     data = root / "data"
     proc = None
-    with locked(shared / f"{SHARED_SERVE}.lock") if shared else nullcontext():
-        state = read_state(data) if shared else None
+    with locked(pool / f"{SERVE_FOLDER}.lock") if pool else nullcontext():
+        state = read_state(data) if pool else None
         if state is None:
             root.mkdir(exist_ok=True)
             config = write_config_file(root / "serve.toml", index_model_dir,
@@ -210,17 +211,17 @@ def index_serve(tmp_path_factory, index_model_dir):
                 [sys.executable, "-m", "kbterm", "--config", str(config), "serve",
                  "--log-file", str(root / "serve.log")], env=env, cwd=REPO,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=bool(shared))  # (it outlives this worker's session)
+                start_new_session=bool(pool))  # (it outlives this worker's session)
             state = wait_ready(data, proc.pid, timeout=300)
             assert state is not None, (root / "serve.log").read_text()
     os.environ[SERVE_KEY_ENV] = state.token  # inherited by the commands the tests start
     yield state
-    if proc is not None and not shared:
+    if proc is not None and not pool:
         proc.terminate()
         proc.wait(timeout=60)
 
 
-SHARED_SERVE = "index-serve"
+SERVE_FOLDER = "index-serve"
 
 
 def pytest_sessionfinish(session) -> None:
@@ -232,7 +233,7 @@ def pytest_sessionfinish(session) -> None:
         return
     from kbterm.serve.state import read_state
 
-    state = read_state(factory.getbasetemp() / SHARED_SERVE / "data", ready_only=False)
+    state = read_state(factory.getbasetemp() / SERVE_FOLDER / "data", ready_only=False)
     if state is not None:
         os.kill(state.pid, signal.SIGTERM)
 

@@ -119,7 +119,7 @@ def search(searcher: "Searcher", seq: int, text: str, image: "Medium", filters: 
     hits once the query is embedded, then reranked; nothing once ``latest()`` (the newest
     query's number) has moved on."""
     from kbterm.errors import Cancelled, KbtermError
-    from kbterm.retrieval import NoIndex, Results, describe_medium
+    from kbterm.retrieval import NoIndex, Results
 
     try:
         if text.strip() and image is None:
@@ -141,7 +141,7 @@ def search(searcher: "Searcher", seq: int, text: str, image: "Medium", filters: 
     except Cancelled:
         return  # a newer keystroke stopped it: that search shows its own results
     except NoIndex:  # a ledger without chunks (every file failed): no results
-        post(messages.SearchDone(seq, Results(query=text, image=describe_medium(image)), True))
+        post(messages.SearchDone(seq, Results(query=text, medium=image), True))
     except KbtermError as exc:
         post(messages.SearchFailed(seq, str(exc)))
     except Exception as exc:  # noqa: BLE001 - shown, never a traceback on screen
