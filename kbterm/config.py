@@ -79,6 +79,7 @@ class RerankerConfig(ModelRoleConfig):
     instruction: str = DEFAULT_RERANK_INSTRUCTION
     batch_tokens: int = 16384
     max_length: int = 10240
+    vision_cache_mb: int = 512  # vision features of candidate pictures kept between queries
 
 
 @dataclass
@@ -410,6 +411,7 @@ def _check_values(config: Config, where: str) -> None:
         ("models.generator.max_new_tokens", m.generator.max_new_tokens, 1),
         ("search.candidates", config.search.candidates, 1),
         ("search.rerank", config.search.rerank, 0),
+        ("models.reranker.vision_cache_mb", m.reranker.vision_cache_mb, 0),
     ]:
         if value < low:
             raise bad(key, f"must be at least {low}, not {value}")

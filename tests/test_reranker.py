@@ -109,3 +109,79 @@ def test_over_long_pair_keeps_generation_prompt_and_special_tokens(tiny_model_di
 
 def test_no_documents(reranker):
     assert reranker.score("anything", []) == []
+
+
+def _tower_calls(model: Reranker) -> list[int]:
+    """A counter of the vision tower's forward passes (a forward hook on the real tower)."""
+    calls = [0]
+    model._model.visual.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_vision_cache_keeps_scores_and_skips_the_tower_for_seen_images(tiny_model_dir, documents,
+                                                                         corpus):
+    spec = ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32")
+    cold = Reranker(spec, vision_cache_mb=0)  # the model's own forward, tower on every pass
+    cached = Reranker(spec)
+    cached.load()
+    tower = _tower_calls(cached)
+    first = cached.score("what does the slide say?", documents)
+    assert max(abs(a - b) for a, b in zip(first, cold.score("what does the slide say?",
+                                                            documents))) <= TOL
+    seen = tower[0]
+    assert seen == 4  # docpage_0, photo_3, the video, beach: each once
+    assert cached.vision_cache.misses == 4 and len(cached.vision_cache) == 4
+    # The next, different query (an image and text): only its own picture goes through the
+    # tower, once for all pairs; the documents' features come from the cache.
+    query = ["find this place", corpus / "images" / "photo_4.jpg"]
+    second = cached.score(query, documents)
+    assert tower[0] - seen == 1
+    assert cached.vision_cache.hits >= 4
+    reference = cold.score(query, documents)
+    assert max(abs(a - b) for a, b in zip(second, reference)) <= TOL
+    assert max(abs(a - b) for a, b in zip(second, first)) > 1e-3  # another query, other scores
+    assert cached.vision_cache.nbytes <= cached.vision_cache.max_bytes
+
+
+def test_vision_cache_follows_the_pixels_and_the_model(tiny_model_dir, corpus, tmp_path):
+    import shutil
+
+    spec = ModelSpec("reranker", str(tiny_model_dir), device="cpu", dtype="float32")
+    model, cold = Reranker(spec), Reranker(spec, vision_cache_mb=0)
+    picture = tmp_path / "page.jpg"
+    shutil.copy(corpus / "images" / "photo_1.jpg", picture)
+    before = model.score("a query", [picture])[0]
+    copy = tmp_path / "elsewhere" / "same.jpg"  # the same bytes under another name: a hit
+    copy.parent.mkdir()
+    shutil.copy(picture, copy)
+    assert model.score("a query", [copy])[0] == before
+    assert model.vision_cache.hits == 1
+    shutil.copy(corpus / "images" / "photo_2.jpg", picture)  # changed in place: a miss
+    after = model.score("a query", [picture])[0]
+    assert model.vision_cache.misses == 2
+    assert abs(after - cold.score("a query", [picture])[0]) <= TOL and abs(after - before) > 1e-6
+    model.release()  # a model loaded again starts with an empty cache
+    assert model.vision_cache is None
+    model.load()
+    assert len(model.vision_cache) == 0 and model.vision_cache.hits == 0
+    assert Reranker(spec, vision_cache_mb=0).vision_cache is None
+
+
+def test_vision_cache_drops_the_least_recently_used_past_its_bound():
+    import torch
+
+    from kbterm.models.visioncache import Features, VisionCache
+
+    def feats(n: int) -> Features:  # n rows of 4 float32: 16 n bytes, twice (one DeepStack layer)
+        return Features(torch.zeros(n, 4), (torch.zeros(n, 4),))
+
+    cache = VisionCache(max_bytes=1000)
+    cache.put("a", feats(10))  # 320 bytes
+    cache.put("b", feats(10))
+    assert cache.get("a") is not None  # a is now the most recently used
+    cache.put("c", feats(10))  # 960 bytes: all fit
+    cache.put("d", feats(10))  # over the bound: b goes (least recently used)
+    assert cache.get("b") is None and cache.get("a") is not None
+    assert cache.nbytes == 960 and len(cache) == 3
+    cache.put("huge", feats(100))  # larger than the whole bound: not kept, nothing evicted
+    assert cache.get("huge") is None and len(cache) == 3

@@ -208,8 +208,10 @@ class BatchedModel(LazyModel):
                 results[i] = result
         return results
 
-    def _run(self, inputs: dict[str, Any], **kwargs: Any) -> Any:
-        """One forward pass of the base model (serialised: the model keeps RoPE state)."""
+    def _run(self, inputs: dict[str, Any], call: Callable[..., Any] | None = None,
+             **kwargs: Any) -> Any:
+        """One forward pass of the base model (serialised: the model keeps RoPE state).
+        ``call``, given, runs instead of the model on the moved inputs."""
         import torch
 
         from kbterm.models.encoding import move
@@ -217,7 +219,7 @@ class BatchedModel(LazyModel):
         with self._lock, torch.inference_mode():
             self.load()  # reloads if another thread released the model meanwhile
             inputs = move(inputs, self._model.device, self._model.dtype)
-            out = self._model(**inputs, **kwargs)
+            out = call(inputs) if call is not None else self._model(**inputs, **kwargs)
             self.forward_calls += 1
         return out
 

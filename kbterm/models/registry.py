@@ -60,9 +60,10 @@ def get_reranker(config: "Config") -> "Reranker":
     from kbterm.models.reranker import Reranker
 
     spec, c = model_spec(config, "reranker"), config.models.reranker
-    key = ("reranker", spec, c.instruction, c.batch_tokens, c.max_length)
+    key = ("reranker", spec, c.instruction, c.batch_tokens, c.max_length, c.vision_cache_mb)
     return _get(key, lambda: Reranker(
         spec, instruction=c.instruction, batch_tokens=c.batch_tokens, max_length=c.max_length,
+        vision_cache_mb=c.vision_cache_mb,
     ))
 
 

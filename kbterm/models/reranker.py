@@ -38,6 +38,8 @@ SYSTEM_PROMPT = (
 KEEP_TAIL = GENERATION_PROMPT_TOKENS
 # Below this many shared tokens, reusing the query prefix is not worth a separate pass.
 MIN_SHARED_PREFIX = 16
+# The bound of the document-side vision features kept between queries (kbterm.models.visioncache).
+VISION_CACHE_MB = 512
 
 
 class Reranker(BatchedModel):
@@ -52,10 +54,14 @@ class Reranker(BatchedModel):
         max_length: int = 10240,
         limits: VisionLimits | None = None,
         share_prefix: bool = True,
+        vision_cache_mb: int = VISION_CACHE_MB,
     ) -> None:
         super().__init__(spec, batch_tokens=batch_tokens, max_length=max_length, limits=limits)
         self.share_prefix = share_prefix
         self.default_instruction = instruction
+        self.vision_cache_mb = vision_cache_mb
+        # What the vision tower made of each image, kept while the model is loaded (None: off).
+        self.vision_cache: Any = None
         self._score_vector: Any = None
 
     def _load(self, path: Path, runtime: Runtime) -> None:
@@ -73,9 +79,25 @@ class Reranker(BatchedModel):
         self._model = lm.model  # the LM head itself is not needed past this point
         self._cache_kwarg = cache_kwarg(self._model)
         self._encoder = Encoder(processor, self.max_length)
+        if self.vision_cache_mb > 0:
+            from kbterm.models.visioncache import VisionCache
+
+            self.vision_cache = VisionCache(self.vision_cache_mb << 20)
 
     def _unload(self) -> None:
-        self._model = self._encoder = self._score_vector = None
+        self._model = self._encoder = self._score_vector = self.vision_cache = None
+
+    def _run(self, inputs: dict[str, Any], **kwargs: Any) -> Any:
+        """A forward pass; the tower's outputs for the batch's images come from the vision
+        cache when it is on."""
+        from kbterm.models import visioncache
+
+        cache = self.vision_cache
+        if cache is None or not visioncache.has_pixels(inputs):
+            return super()._run(inputs, **kwargs)
+        names = visioncache.keys(inputs)  # on the host, before the batch moves
+        return super()._run(inputs, call=lambda moved: visioncache.forward(
+            self._model, moved, names, cache, self._cache_kwarg, **kwargs))
 
     def messages(
         self, query: Item, document: Item, instruction: str | None = None
