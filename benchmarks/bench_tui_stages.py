@@ -119,7 +119,8 @@ async def stages(config, queries: list[str]) -> dict:
                     embed.append(results.timings_ms.get("embed", float("nan")) / 1000)
                     break
             keyword.append(seen_keyword if seen_keyword is not None else float("nan"))
-    return {"keyword_stage_s": statistics.median(keyword), "fused_stage_s": statistics.median(fused),
+    return {"keyword_stage_s": statistics.median(keyword),
+            "fused_stage_s": statistics.median(fused),
             "query_embedding_s": statistics.median(embed), "keyword_each_s": keyword,
             "fused_each_s": fused, "chunks": searcher.chunk_count, "queries": len(queries),
             "warm_up_s": warm_s}
