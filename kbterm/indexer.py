@@ -13,7 +13,13 @@ A run:
    reuses the vector of every chunk whose content it has embedded before (editing one page of a
    300-page PDF embeds that page again, not the book);
 5. commits finished files in batches (so a killed run loses at most the last few seconds of
-   work), then compacts the tables and deletes old versions.
+   work);
+6. then embeds the pictures (PDF page images, photos, video segments) of the files whose text
+   step 4 committed, and of files an earlier run left with pictures pending: **text first,
+   pictures after** (see kbterm.store).  Each picture is committed as it is embedded, so a
+   run that stops (Ctrl-C, kill, ``pause``) resumes where it was, without embedding again
+   what landed;
+7. compacts the tables and deletes old versions.
 
 Nothing here imports textual; torch loads only when something needs embedding.
 """
@@ -32,7 +38,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from kbterm.errors import KbtermError
-from kbterm.ingest import FILE_TYPES, ParseContext, ParseError, Section, describe, parse
+from kbterm.ingest import (
+    FILE_TYPES,
+    PICTURE_TYPES,
+    ParseContext,
+    ParseError,
+    Section,
+    describe,
+    parse,
+)
 from kbterm.lock import WriterLock
 from kbterm.safeopen import fd_path, open_checked
 from kbterm.scan import Found, Noted, scan, scan_paths, within, within_set
@@ -69,6 +83,8 @@ REUSE_MAX_ROWS = 16384
 # Vectors kept by chunk key for content that comes again in the same run (16 MB at 2,048
 # dimensions); older ones are found in the table.
 RECENT_VECTORS = 2048
+# Earlier versions whose picture rows a changed file keeps (hidden) for reuse.
+RETIRED_KEEP = 2
 
 ProgressFn = Callable[[str, int, int, str], None]  # (phase, done, total, current path)
 
@@ -114,6 +130,20 @@ def _writing(fn: Callable[..., Any], *args: Any) -> Any:
         raise _WriteFailed(exc) from exc
 
 
+class _Paused(Exception):
+    """The pictures step stops for newer work (``pause``)."""
+
+
+def _retired(old: FileRecord | None) -> str:
+    """The generations whose picture rows a new version of ``old``'s file keeps for reuse."""
+    if old is None or old.file_type not in PICTURE_TYPES:
+        return ""
+    gens = old.retired_generations
+    if old.status == STATUS_INDEXED and old.generation:
+        gens = [g for g in gens if g != old.generation] + [old.generation]
+    return " ".join(gens[-RETIRED_KEEP:])
+
+
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -133,6 +163,9 @@ class Summary:
     reused: int = 0  # vectors taken over from earlier chunks with the same content
     model_calls: int = 0  # embedder forward passes
     recovered: int = 0  # rows a killed run left behind, removed
+    pictures_pending: int = 0  # files whose text is in and whose pictures still wait
+    picture_files: int = 0  # indexed files with pictures under the roots (pending included)
+    paused: bool = False  # the pictures step stopped for newer work (``pause``)
     seconds: float = 0.0
     interrupted: bool = False
     repair: str = ""  # what a repair of the index did first (kbterm index --repair)
@@ -147,6 +180,8 @@ class Summary:
         text = ", ".join(parts or ["nothing changed"]) + f" in {self.seconds:.1f} s"
         if self.embedded or self.reused:
             text += f" ({self.embedded} chunks embedded, {self.reused} reused)"
+        if self.pictures_pending:
+            text += f"; pictures pending for {self.pictures_pending} file(s)"
         return text
 
     def line(self) -> str:
@@ -157,6 +192,9 @@ class Summary:
         text = ", ".join(parts) + f" in {self.seconds:.1f} s"
         if self.embedded or self.reused:
             text += f" ({self.embedded} chunks embedded, {self.reused} reused)"
+        if self.pictures_pending:
+            text += (f"; pictures pending for {self.pictures_pending} file(s): their text is "
+                     "searchable, run kbterm index again to go on")
         return text
 
 
@@ -168,6 +206,7 @@ class _Job:
     record: FileRecord  # the ledger row it will get
     previous: FileRecord | None
     reuse_from: list[str]  # file ids whose vectors may be reused
+    pictures: bool = False  # the pictures step of a file whose text is in
 
 
 @dataclass
@@ -210,6 +249,7 @@ class Indexer:
         # Vectors this indexer embedded lately, by chunk key (content seen again reuses them).
         self._recent: OrderedDict[str, Any] = OrderedDict()
         self.repair_report: Any = None  # what the last session's repair did (kbterm.repair)
+        self._pause: Callable[[], bool] = lambda: False
 
     # ------------------------------------------------------------------ models
 
@@ -306,7 +346,7 @@ class Indexer:
 
     def sync(self, roots: Sequence[str], dirty: Sequence[str] | None = None, *,
              retry_failed: bool = False, optimize: bool = True,
-             verify: bool = False) -> Summary:
+             verify: bool = False, pause: Callable[[], bool] | None = None) -> Summary:
         """Bring ``roots`` in step with the disk (inside :meth:`session`).
 
         With ``dirty`` (files or folders under ``roots`` that may have changed, as a watcher
@@ -314,8 +354,12 @@ class Indexer:
         from disk leaves the index, and a file that moved between two dirty paths is re-pointed.
         An event can mean an edit that kept the size and the time (a tool that restores the
         mtime), so a dirty file's content is always hashed; with ``verify`` every file's is.
+
+        ``pause``: asked between pictures; once it says True, the pictures still to embed are
+        left pending for the next call (a watcher's newer events go first).
         """
         started = time.monotonic()
+        self._pause = pause or (lambda: False)
         summary = self.last_summary = Summary()  # kept when interrupted: what was saved
         calls_before = self._calls()
         try:
@@ -439,7 +483,8 @@ class Indexer:
             if old and self._unchanged(f, old, settings[f.file_type], retry_failed) \
                     and not (hash_all and old.status == STATUS_INDEXED) \
                     and not self._within_time_resolution(f, old):
-                summary.unchanged += 1
+                # (a file whose pictures are pending counts once they are in)
+                summary.unchanged += not old.pictures
             else:
                 candidates.append((f, old))
         touched: list[FileRecord] = []
@@ -479,6 +524,8 @@ class Indexer:
                 size=f.size, mtime_ns=f.mtime_ns, content_hash=digest,
                 generation=new_id()[:8], settings=settings[f.file_type],
             )
+            if f.file_type in PICTURE_TYPES:  # its text now, its pictures after
+                record.pictures, record.retired = "pending", _retired(old)
             # A file whose indexing was interrupted left its finished rows staged: resume
             # from them (their vectors are reused) as from an earlier version.
             reuse = ([old.file_id] if old and (old.status == STATUS_INDEXED or old.staging)
@@ -505,6 +552,12 @@ class Indexer:
         if jobs:
             self._index(jobs, summary)
         self.store.remove(later)
+        pictures, pending, total = self._picture_jobs(roots)
+        if pictures:
+            self.progress("pictures", 0, len(pictures), "")
+            self._index(pictures, summary)
+            _, pending, total = self._picture_jobs(roots)
+        summary.pictures_pending, summary.picture_files = pending, total
         if summary.indexed or summary.removed or summary.renamed or touched:
             self._keyframe_gc()
         try:
@@ -521,6 +574,29 @@ class Indexer:
         if meta is not None:
             meta.last_run_at = time.time()
             self.store.write_meta(meta)
+
+    def _picture_jobs(self, roots: Sequence[str]) -> tuple[list[_Job], int, int]:
+        """The pictures step of every file under ``roots`` whose text is in and whose pictures
+        are pending (this run's, and those an earlier run left), when the file on disk is
+        still the one whose text was indexed; how many files are pending in all, and how many
+        indexed files under ``roots`` have pictures."""
+        roots_set = {r.rstrip(os.sep) or os.sep for r in roots}
+        with_pictures = [r for r in self.store.ledger().values()
+                         if r.status == STATUS_INDEXED and r.file_type in PICTURE_TYPES
+                         and within_set(r.path, roots_set)]
+        pending = sorted((r for r in with_pictures if r.pictures), key=lambda r: r.path)
+        jobs = []
+        for rec in pending:
+            try:
+                st = os.stat(rec.path, follow_symlinks=False)
+            except OSError:
+                continue  # gone: the next scan removes it
+            if st.st_size != rec.size or st.st_mtime_ns != rec.mtime_ns:
+                continue  # changed since: the next scan indexes it again, text first
+            found = Found(rec.path, rec.file_type, st.st_size, st.st_mtime_ns,
+                          st.st_dev, st.st_ino)
+            jobs.append(_Job(found, replace(rec), rec, [rec.file_id], pictures=True))
+        return jobs, len(pending), len(with_pictures)
 
     def settings(self, file_type: str) -> str:
         """The settings that shape a file's chunks: a file indexed with other settings (another
@@ -596,7 +672,9 @@ class Indexer:
             self._embed(queue, summary)
             queue.clear()
             for item in list(inflight):
-                if item.staged and not item.error:
+                # (a file's pictures land as they are embedded; once all are parsed, the
+                # file is committed with the others that are ready)
+                if item.staged and not item.error and not (item.job.pictures and item.parsed):
                     self._drain_staged(item)
                 # A file still being parsed is settled by the parse loop, not here.
                 if item.parsed and (item.error or item.ready):
@@ -617,10 +695,14 @@ class Indexer:
             last_commit = time.monotonic()
 
         total = len(jobs)
+        phase = "pictures" if jobs and jobs[0].pictures else "index"
         try:
             for n, job in enumerate(jobs):
-                self.progress("index", n, total, job.found.path)
-                item = _InFlight(job)
+                if job.pictures and self._pause():
+                    summary.paused = True
+                    break  # the rest stays pending: newer work goes first
+                self.progress(phase, n, total, job.found.path)
+                item = _InFlight(job, staged=job.pictures)
                 inflight.append(item)
                 reuse = self.store.chunk_vectors(job.reuse_from) \
                     if self._reuse_rows(job) <= REUSE_MAX_ROWS else {}
@@ -649,6 +731,12 @@ class Indexer:
                                     and time.monotonic() - queued_at >= COMMIT_SECONDS):
                                 _writing(embed_queue)
                                 _writing(commit)
+                                if job.pictures and self._pause():
+                                    raise _Paused
+                except _Paused:  # what landed stays; the file's pictures stay pending
+                    inflight.remove(item)
+                    summary.paused = True
+                    break
                 except _WriteFailed as exc:  # the index's fault, not the file's: stop
                     raise exc.error from None
                 except ParseError as exc:
@@ -672,12 +760,13 @@ class Indexer:
                 commit()
             embed_queue()
             commit(force=True)
-            self.progress("index", total, total, "")
+            self.progress(phase, total, total, "")
         except BaseException:
-            # Finished files are complete: keep them.  Staged rows of unfinished ones go.
+            # Finished files are complete: keep them.  Staged rows of unfinished ones go (the
+            # pictures that landed stay: the next run resumes after them).
             queue.clear()
             for item in inflight:
-                if item.staged:
+                if item.staged and not item.job.pictures:
                     self.store.drop_staged(item.job.record)
             ready[:] = [i for i in ready if i.ready]
             if ready:
@@ -699,6 +788,8 @@ class Indexer:
             limits=self.embedder.limits,
             video_segment_seconds=self.config.indexing.video_segment_seconds,
             warnings=item.warnings,
+            stage="pictures" if job.pictures else
+            "text" if job.record.file_type in PICTURE_TYPES else "",
         )
         try:  # the file the scan saw, and nothing a swap of its name put there since
             fd = open_checked(job.found.path, job.found.identity)
@@ -850,17 +941,29 @@ class Indexer:
     def _finish_record(self, item: _InFlight) -> FileRecord:
         rec = item.job.record
         n = item.written + len(item.rows)
-        rec.chunks = n
+        text_rows = item.job.previous.chunks if item.job.pictures else 0
+        rec.chunks = text_rows + n
         rec.indexed_at = time.time()
-        if n == 0:
+        if rec.chunks == 0 and not (rec.pictures and not item.job.pictures):
             rec.status, rec.reason = STATUS_SKIPPED, "no text or pictures found in the file"
         else:
             rec.status = STATUS_INDEXED
-            rec.reason = "; ".join(item.warnings)[:2000]
+            earlier = rec.reason.split("; ") if item.job.pictures and rec.reason else []
+            rec.reason = "; ".join(dict.fromkeys(earlier + item.warnings))[:2000]
         return rec
 
     def _commit(self, ready: list[_InFlight], summary: Summary) -> None:
-        staged = [i for i in ready if i.staged]
+        pictures = [i for i in ready if i.job.pictures]
+        if pictures:  # the rest of their pictures, then the files are done, in two commits
+            self.store.add_pictures([r for i in pictures for r in self._with_ids(i)])
+            records = []
+            for item in pictures:
+                item.written += len(item.rows)
+                item.rows = []
+                records.append(self._finish_record(item))
+            self.store.finish_pictures(records)
+            self._count(pictures, summary)
+        staged = [i for i in ready if i.staged and not i.job.pictures]
         plain = [i for i in ready if not i.staged]
         if plain:
             records = [self._finish_record(i) for i in plain]
@@ -876,7 +979,9 @@ class Indexer:
     def _count(self, items: list[_InFlight], summary: Summary) -> None:
         for i in items:
             rec = i.job.record
-            summary.chunks_written += rec.chunks
+            summary.chunks_written += i.written if i.job.pictures else rec.chunks
+            if rec.pictures and not i.job.pictures:
+                continue  # counted once its pictures are in
             if rec.status == STATUS_SKIPPED:
                 summary.skipped += 1
             else:
@@ -889,8 +994,9 @@ class Indexer:
         their ids: file, generation, position in the file."""
         rec = item.job.record
         rows = item.rows if rows is None else rows
+        mark = "p" if item.job.pictures else ""  # (a file's pictures are numbered apart)
         for n, row in enumerate(rows, start=item.written):
-            row["id"] = f"{rec.file_id}:{rec.generation}:{n}"
+            row["id"] = f"{rec.file_id}:{rec.generation}:{mark}{n}"
         return rows
 
     def _stage(self, item: _InFlight) -> None:
@@ -916,17 +1022,26 @@ class Indexer:
             if row.get("vector") is None:
                 break
             done += 1
-        if not final and done < COMMIT_ROWS:
+        if not final and done < (1 if item.job.pictures else COMMIT_ROWS):
             return
         head = item.rows[:done]
         if head:
-            self.store.append_chunks(self._with_ids(item, head))
+            write = self.store.add_pictures if item.job.pictures else self.store.append_chunks
+            write(self._with_ids(item, head))
             item.written += done
             item.rows = item.rows[done:]
 
     def _fail(self, item: _InFlight, summary: Summary) -> None:
         rec = item.job.record
-        if item.staged:
+        if item.job.pictures and item.job.previous.chunks:
+            # Its text stays searchable; the pictures that could be embedded stay too.
+            item.rows = [r for r in item.rows if r.get("vector") is not None]
+            item.warnings.append(f"pictures not all indexed: {item.error}")
+            item.error = ""
+            self._commit([item], summary)
+            summary.warnings.append(f"{rec.path}: pictures not all indexed")
+            return
+        if item.staged and not item.job.pictures:
             self.store.drop_staged(rec)
         old = item.job.previous
         record = FileRecord(

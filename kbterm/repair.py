@@ -333,12 +333,15 @@ def reconcile(records: Sequence[FileRecord], rows: Sequence[dict[str, Any]]
         wanted: set[str] = set()
         if rec.staging and gens[rec.staging]:
             wanted.add(rec.staging)  # hidden, and resumed by the next run
+        wanted.update(g for g in rec.retired_generations if gens[g])  # reused by that run
         if rec.status == STATUS_INDEXED:
             have = gens[rec.generation]
-            if have == rec.chunks:
+            # (a file whose pictures are pending has its text rows and some of its pictures)
+            if have == rec.chunks or (rec.pictures and have >= rec.chunks):
                 wanted.add(rec.generation)
             else:
-                others = {g: n for g, n in gens.items() if g not in (rec.generation, rec.staging)}
+                others = {g: n for g, n in gens.items()
+                          if g not in (rec.generation, rec.staging, *rec.retired_generations)}
                 generation = rec.generation if have else max(others, key=others.get, default="")
                 if generation:
                     wanted.add(generation)

@@ -7,7 +7,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kbterm.store import STATUS_FAILED, Store
+from kbterm.ingest import PICTURE_TYPES
+from kbterm.store import STATUS_FAILED, STATUS_INDEXED, Store
 from kbterm.watchstate import WatcherState, read_state
 
 
@@ -30,6 +31,10 @@ class IndexStatus:
     last_indexed_at: float = 0.0
     versions: dict[str, int] = field(default_factory=dict)
     watcher: dict[str, Any] | None = None  # the watcher's published state (kbterm.watchstate)
+    # Files whose text is in and whose pictures (pages, photo, segments) are still to embed,
+    # of the indexed files that have pictures.
+    pictures_pending: int = 0
+    picture_files: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +63,9 @@ def collect(config: Any) -> IndexStatus:
     for record in ledger.values():
         by_type.setdefault(record.file_type, Counter())[record.status] += 1
         status.last_indexed_at = max(status.last_indexed_at, record.indexed_at)
+        if record.status == STATUS_INDEXED and record.file_type in PICTURE_TYPES:
+            status.picture_files += 1
+            status.pictures_pending += bool(record.pictures)
         if record.status == STATUS_FAILED:
             status.failures.append({"path": record.path, "reason": record.reason})
         elif record.reason:
@@ -113,6 +121,11 @@ def render(status: IndexStatus, max_failures: int = 20) -> str:
         if status.last_indexed_at else "never"
     lines.append(f"indexed    {when}")
     lines.append(f"files      {status.files}   chunks {status.chunks}")
+    if status.pictures_pending:
+        done = 100 * (status.picture_files - status.pictures_pending) // status.picture_files
+        lines.append(f"pictures   pending for {status.pictures_pending} of "
+                     f"{status.picture_files} files with pictures (text 100%, pictures "
+                     f"{done}%): their text is searchable; kbterm index or watch goes on")
     lines.extend(watcher_lines(status.watcher))
     lines.append("")
     statuses = ("indexed", "skipped", "failed")

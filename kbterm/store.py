@@ -16,6 +16,14 @@ so a reader never sees a file half-indexed or doubled.  A file too large for one
 rows are appended in several commits, then one commit deletes the old rows and the ledger clears
 ``staging``.  A crash at any point leaves rows that :meth:`Store.recover` removes on the next run.
 
+**Text first, pictures after.**  A PDF, photo or video is indexed in two steps: its text rows
+are committed first, under a ledger row that says ``pictures = "pending"``; its pictures (page
+images, the photo, video segments) are appended to the same generation as they are embedded
+(:meth:`Store.add_pictures`, live at once, idempotent by row id), and :meth:`Store.finish_pictures`
+ends the file.  The picture rows of the file's previous version stay in the table under
+their old generation, named in the ledger's ``retired``: hidden from readers, kept by
+:meth:`Store.recover`, so that pages that did not change reuse their vectors, then deleted.
+
 This module opens no connection at import time and never imports torch.
 """
 
@@ -211,6 +219,17 @@ class FileRecord:
     generation: str = ""
     staging: str = ""  # a generation whose rows are still being written (hidden from readers)
     settings: str = ""  # the chunking/vision settings its chunks were made with
+    pictures: str = ""  # "pending": the text is in, the pictures are still to be embedded
+    retired: str = ""  # generations (space-separated) of earlier picture rows, hidden, kept
+
+    @property
+    def retired_generations(self) -> list[str]:
+        return self.retired.split()
+
+    @property
+    def hidden_generations(self) -> set[str]:
+        """Generations of this file's rows that no reader may see."""
+        return ({self.staging} if self.staging else set()) | set(self.retired.split())
 
 
 def files_schema() -> "pa.Schema":
@@ -230,7 +249,13 @@ def files_schema() -> "pa.Schema":
         pa.field("generation", pa.string()),
         pa.field("staging", pa.string()),
         pa.field("settings", pa.string()),
+        pa.field("pictures", pa.string()),
+        pa.field("retired", pa.string()),
     ])
+
+
+# Ledger columns added after kbterm 0.1 (an older ledger gets them, null, on the next run).
+LEDGER_ADDED = ("pictures", "retired")
 
 
 def chunks_schema(dim: int) -> "pa.Schema":
@@ -409,8 +434,14 @@ class Store:
     @_writing
     def create_files_table(self) -> None:
         """Create the ledger (empty) if it is missing."""
-        if self._table(FILES) is None:
+        table = self._table(FILES)
+        if table is None:
             self._connect().create_table(FILES, schema=files_schema())
+        else:
+            names = set(table.schema.names)
+            missing = [f for f in files_schema() if f.name in LEDGER_ADDED and f.name not in names]
+            if missing:
+                table.add_columns(missing)
         self._tables.pop(FILES, None)
 
     @_writing
@@ -494,7 +525,7 @@ class Store:
         if self.chunks_table is None:
             return []
         ledger = self.ledger() if ledger is None else ledger
-        hidden = {(r.file_id, r.staging) for r in ledger.values() if r.staging}
+        hidden = {(r.file_id, g) for r in ledger.values() for g in r.hidden_generations}
         known = {r.file_id for r in ledger.values()}
         cols = list(columns or CHUNK_COLUMNS)
         for needed in ("file_id", "generation"):
@@ -581,7 +612,7 @@ class Store:
             (
                 chunks.merge_insert("id")
                 .when_not_matched_insert_all()
-                .when_not_matched_by_source_delete(sql_in("file_id", ids))
+                .when_not_matched_by_source_delete(sql_in("file_id", ids) + _keeping(records))
                 .execute(data)
             )
         self.upsert_files(records)
@@ -616,9 +647,33 @@ class Store:
         """Make a staged generation the file's content: delete its other rows, clear staging."""
         self.chunks_table.delete(
             f"file_id = {sql_str(record.file_id)} AND generation != {sql_str(record.staging)}"
+            + _keeping([record])
         )
         record.generation, record.staging = record.staging, ""
         self.upsert_files([record])
+
+    @_writing
+    def add_pictures(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Append picture rows of files whose text is in (live at once).  Rows whose id is in
+        the table already (a run that resumes) are not added again."""
+        import pyarrow as pa
+
+        if rows:
+            table = self.chunks_table
+            data = pa.Table.from_pylist(with_keywords(rows, table.schema), schema=table.schema)
+            table.merge_insert("id").when_not_matched_insert_all().execute(data)
+
+    @_writing
+    def finish_pictures(self, records: Sequence[FileRecord]) -> None:
+        """Files whose pictures are all in: their retired rows go, then the ledger says so."""
+        retired = [r for r in records if r.retired]
+        if retired:
+            self.chunks_table.delete(" OR ".join(
+                f"(file_id = {sql_str(r.file_id)} AND {sql_in('generation', r.retired_generations)})"
+                for r in retired))
+        for r in records:
+            r.pictures, r.retired = "", ""
+        self.upsert_files(records)
 
     @_writing
     def drop_staged(self, record: FileRecord) -> None:
@@ -662,7 +717,8 @@ class Store:
         chunks, ledger = self.chunks_table, self.ledger()
         if chunks is None:
             return 0
-        wanted = {r.file_id: {r.generation, r.staging} - {""} for r in ledger.values()}
+        wanted = {r.file_id: ({r.generation} | r.hidden_generations) - {""}
+                  for r in ledger.values()}
         present = chunks.search().select(["file_id", "generation"]).limit(None).to_arrow()
         stale: dict[str, set[str]] = {}
         for file_id, generation in zip(present.column("file_id").to_pylist(),
@@ -867,6 +923,13 @@ class Store:
                     except OSError:
                         pass
         return total
+
+
+def _keeping(records: Sequence[FileRecord]) -> str:
+    """A delete filter's tail that spares the retired picture rows of ``records``."""
+    kept = [f"(file_id = {sql_str(r.file_id)} AND {sql_in('generation', r.retired_generations)})"
+            for r in records if r.retired]
+    return f" AND NOT (modality != 'text' AND ({' OR '.join(kept)}))" if kept else ""
 
 
 def _nonnull(row: dict[str, Any]) -> dict[str, Any]:

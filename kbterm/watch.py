@@ -103,6 +103,14 @@ class Pending:
         return [(p, first) for p, (first, last) in self._paths.items()
                 if now - last >= self.debounce]
 
+    def due(self, now: float | None = None) -> bool:
+        """Whether :meth:`take` would return paths now."""
+        now = self.clock() if now is None else now
+        with self.cond:
+            quiet = self._quiet(now)
+            return bool(quiet) and (now - self._last_event >= self.debounce
+                                    or min(f for _p, f in quiet) + self.batch_seconds <= now)
+
     def take(self, now: float | None = None, limit: int = MAX_BATCH_PATHS) -> list[str]:
         """The paths due now (oldest first, at most ``limit``), removed from the set."""
         now = self.clock() if now is None else now
@@ -251,6 +259,7 @@ class Watcher:
         self._missing: set[str] = set()
         self._observer: Any = None
         self._busy = False
+        self._pictures_paused = False  # a sync left pictures for newer work: go on with them
         self._last_publish = 0.0
         self._last_work = time.monotonic()
         self._optimize_at: float | None = None
@@ -376,6 +385,9 @@ class Watcher:
             if batch:
                 self._batch(batch)
                 continue
+            if self._pictures_paused:
+                self._pictures()
+                continue
             self._idle_work(now)
             waits = [next_root_check - now, HEARTBEAT_SECONDS]
             if interval:
@@ -403,14 +415,28 @@ class Watcher:
         # Missing folders too: their files leave the index, as with `kbterm index`.
         log.info("sweep (%s) of %s", reason, ", ".join(self.roots))
         self._set(state="sweeping")
-        summary = self._sync(lambda: self.indexer.sync(self.roots, optimize=False), retry=None)
+        summary = self._sync(lambda: self.indexer.sync(self.roots, optimize=False,
+                                                       pause=self._newer_work), retry=None)
         if summary is not None:
             self._set(last_sweep_at=time.time())
             log.info("sweep (%s) done: %s", reason, summary.brief())
 
     def _batch(self, paths: list[str]) -> None:
         self._set(state="indexing")
-        self._sync(lambda: self.indexer.sync(self.roots, paths, optimize=False), retry=paths)
+        self._sync(lambda: self.indexer.sync(self.roots, paths, optimize=False,
+                                             pause=self._newer_work), retry=paths)
+
+    def _pictures(self) -> None:
+        """Go on with the pictures a sync left pending for newer work (no path is scanned)."""
+        self._set(state="indexing")
+        self._sync(lambda: self.indexer.sync(self.roots, [], optimize=False,
+                                             pause=self._newer_work), retry=None)
+
+    def _newer_work(self) -> bool:
+        """Whether something should go before the pictures still to embed: a saved note never
+        waits behind a video (the pictures left go on afterwards)."""
+        return (self._stop.is_set() or self._requests_waiting or bool(self._sweep_reasons)
+                or self.pending.due())
 
     def _sync(self, run: Callable[[], Summary], retry: list[str] | None) -> Summary | None:
         """Run one sync, keeping the books; a failure is logged and retried, never fatal."""
@@ -434,6 +460,7 @@ class Watcher:
         finally:
             self._busy = False
         self._failures = 0
+        self._pictures_paused = summary.paused and not self._stop.is_set()
         self._account(summary)
         return summary
 
@@ -450,6 +477,7 @@ class Watcher:
             s.batches += 1
             s.last_batch_at = time.time()
             s.models_loaded = models
+            s.pictures_pending, s.picture_files = summary.pictures_pending, summary.picture_files
             for path, reason in summary.failures:
                 s.last_error, s.last_error_at = f"{path}: {reason}", time.time()
         if changed:

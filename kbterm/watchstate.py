@@ -48,6 +48,8 @@ class WatcherState:
     last_error: str = ""
     last_error_at: float = 0.0
     models_loaded: bool = False
+    pictures_pending: int = 0  # files whose text is in and whose pictures still wait
+    picture_files: int = 0  # indexed files that have pictures
     notice: str = ""  # a lasting condition the user should act on (inotify limit, ...)
     log_file: str = ""
     handled: list[str] = field(default_factory=list)  # ids of hand-over requests done
@@ -75,6 +77,9 @@ class WatcherState:
             if self.within:
                 text += f" ({self.within})"
         text += f", {self.files_done} files updated"
+        if self.pictures_pending and self.picture_files:
+            done = 100 * (self.picture_files - self.pictures_pending) // self.picture_files
+            text += f", text 100%, pictures {done}%"
         if self.failed:
             text += f", {self.failed} failed"
         if self.missing_roots:

@@ -131,4 +131,4 @@ def test_index_progress_bar_tracks_phases_rate_and_current_file():
         assert (task.completed, task.total) == (4, 10)
         assert task.fields["current"] == "line break.pdf"
         assert task.fields["rate"].endswith("files/s")
-        assert task.description == "indexing"
+        assert task.description == "indexing text"

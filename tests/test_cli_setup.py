@@ -274,8 +274,10 @@ def test_progress_moves_within_a_long_pdf(tmp_path, index_model_dir, index_embed
     Indexer(cfg, embedder=index_embedder,
             progress=lambda *call: seen.append(call)).run()
     within = [c for c in seen if c[0] == "file"]
-    assert [c[1:] for c in within] == [(n, 5, f"page {n} of 5") for n in range(1, 6)
-                                       for _ in (0, 1)]  # text, then image, per page
+    # the text of every page, then the picture of every page (text first, pictures after)
+    assert [c[1:] for c in within] == [(n, 5, f"page {n} of 5") for n in range(1, 6)] * 2
+    phases = [c[0] for c in seen if c[0] in ("index", "pictures")]
+    assert phases.index("pictures") > max(i for i, p in enumerate(phases) if p == "index")
     with IndexProgress(True) as bar:
         bar("index", 0, 1, str(folder / "report.pdf"))
         bar("file", 2, 5, "page 2 of 5")

@@ -249,6 +249,41 @@ def test_create_modify_delete(folder, make_running, index_embedder):
         assert state.files_done >= 4 and state.queue == 0
 
 
+def test_a_saved_note_does_not_wait_behind_a_pdfs_pictures(folder, make_running, corpus,
+                                                            monkeypatch):
+    """The pictures step yields to newer events: the note is indexed while the book's pages
+    are still being embedded, and the pages go on afterwards."""
+    import kbterm.indexer as indexer
+    from corpus_builder import book_excerpt
+
+    monkeypatch.setattr(indexer, "EMBED_GROUP_VISUALS", 1)  # a commit after each page
+    drain = indexer.Indexer._drain_staged
+
+    def paced(self, item, *args, **kwargs):  # each page lands a little later (a wider window)
+        before = item.written
+        drain(self, item, *args, **kwargs)
+        if item.job.pictures and item.written != before:
+            time.sleep(0.15)
+
+    monkeypatch.setattr(indexer.Indexer, "_drain_staged", paced)
+    with make_running([folder]) as run:
+        book = folder / "book.pdf"
+        book_excerpt(corpus, book, 16)
+        store = Store(run.config.data_path)
+        until(lambda: (r := ledger(run.config).get(str(book))) is not None and r.pictures
+              and store.chunks_table.count_rows("modality = 'image'") >= 2, what="pages landing")
+        (folder / "note.md").write_text("# Saved\n\nThe keeper saved this note.\n")
+        until(lambda: str(folder / "note.md") in run.indexed(), what="the note")
+        assert ledger(run.config)[str(book)].pictures == "pending"  # the book waited
+        until(lambda: not ledger(run.config)[str(book)].pictures, timeout=120,
+              what="the book's pages")
+        run.settle()
+        assert len(chunks(run.config, path=str(book), modality="image")) == 16
+        check_consistent(run.config)
+        state = read_state(run.config.data_path)
+        assert state.picture_files == 1 and state.pictures_pending == 0
+
+
 def test_editor_saves_and_temp_files(folder, make_running):
     target = folder / "essay.md"
     target.write_text("# Essay\n\nFirst draft about harbours.\n")

@@ -17,8 +17,9 @@ class IndexProgress:
     one per phase (scan, check, index files) and one within the file being indexed (pages of
     a PDF, segments of a video), each with its rate and ETA."""
 
-    PHASES = {"scan": "scanning folders", "check": "checking changes", "index": "indexing",
-              "file": "  within file", "keywords": "keyword index"}
+    PHASES = {"scan": "scanning folders", "check": "checking changes", "index": "indexing text",
+              "pictures": "indexing pictures", "file": "  within file",
+              "keywords": "keyword index"}
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -60,7 +61,7 @@ class IndexProgress:
             return
         from rich.markup import escape
 
-        if phase == "index" and current != self._file:
+        if phase in ("index", "pictures") and current != self._file:
             self._file = current
             self._drop("file")  # a new file: its own bar starts again
         task = self._tasks.get(phase)

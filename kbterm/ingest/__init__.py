@@ -13,7 +13,11 @@ from typing import Iterator
 from kbterm.filetypes import FILE_TYPES
 from kbterm.ingest.base import ParseContext, ParseError, Section, describe
 
-__all__ = ["FILE_TYPES", "ParseContext", "ParseError", "Section", "describe", "file_type", "parse"]
+__all__ = ["FILE_TYPES", "PICTURE_TYPES", "ParseContext", "ParseError", "Section", "describe",
+           "file_type", "parse"]
+
+# The file types that have pictures (page images, the photo itself, video segments).
+PICTURE_TYPES = frozenset({"pdf", "image", "video"})
 
 
 def file_type(path: str | Path) -> str | None:
@@ -22,7 +26,11 @@ def file_type(path: str | Path) -> str | None:
 
 
 def parse(path: Path, kind: str, ctx: ParseContext) -> Iterator[Section]:
-    """The sections of ``path`` read as ``kind`` (a value of :data:`FILE_TYPES`)."""
+    """The sections of ``path`` read as ``kind`` (a value of :data:`FILE_TYPES`); only its text
+    or only its pictures when ``ctx.stage`` says so."""
+    if (ctx.stage == "pictures" and kind not in PICTURE_TYPES) or (
+            ctx.stage == "text" and kind in ("image", "video")):
+        return iter(())
     if kind in ("text", "json"):
         from kbterm.ingest.text import parse_text
 

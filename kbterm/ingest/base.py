@@ -67,6 +67,9 @@ class ParseContext:
     unit: str = ""
     total: float = 0
     done: float = 0
+    # Which part of the file to read: "text", "pictures" (page images, photos, video
+    # segments) or "" (both, in file order).  The indexer reads text first, pictures after.
+    stage: str = ""
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

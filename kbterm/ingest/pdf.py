@@ -277,7 +277,7 @@ class _PageProblems:
 
 def parse_pdf(path: Path, ctx: ParseContext) -> Iterator[Section]:
     """Per page, in order: a text section (when the page has text), then an image section
-    (unless the page draws nothing)."""
+    (unless the page draws nothing); only one of the two with ``ctx.stage``."""
     import pymupdf
 
     doc = _open(path, ctx.warn)
@@ -307,14 +307,18 @@ def parse_pdf(path: Path, ctx: ParseContext) -> Iterator[Section]:
                 read += 1
                 continue
             page_read = False
-            try:
-                text = page.get_text("text", sort=False)
-                page_read = True
-            except Exception as exc:  # noqa: BLE001
-                problems.add(n, f"cannot extract text: {describe(exc)}")
-                text = ""
-            if text and not text.isspace():
-                yield Section(kind="text", text=text, page=n)
+            if ctx.stage != "pictures":
+                try:
+                    text = page.get_text("text", sort=False)
+                    page_read = True
+                except Exception as exc:  # noqa: BLE001
+                    problems.add(n, f"cannot extract text: {describe(exc)}")
+                    text = ""
+                if text and not text.isspace():
+                    yield Section(kind="text", text=text, page=n)
+            if ctx.stage == "text":
+                read += 1  # (a page whose text fails may still be drawn: the pictures decide)
+                continue
             try:
                 pix = _draw(page, max_pixels, ctx.limits.image_min_pixels)
             except Exception as exc:  # noqa: BLE001
