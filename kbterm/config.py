@@ -136,6 +136,10 @@ class IndexingConfig:
     ignore: list[str] = field(default_factory=lambda: list(DEFAULT_IGNORE))
     video_segment_seconds: float = 30.0
     keep_versions_seconds: int = 10
+    # Pixels of a PDF page image and of a photo when indexed (0: the default for the device
+    # that embeds, see kbterm.resolution).
+    page_max_pixels: int = 0
+    image_max_pixels: int = 0
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
 
 
@@ -444,6 +448,11 @@ def _check_values(config: Config, where: str) -> None:
         raise bad("tui.results", f"must be between 1 and 200, not {t.results}")
     if not 0 <= t.debounce_ms <= 2000:
         raise bad("tui.debounce_ms", f"must be between 0 and 2000, not {t.debounce_ms}")
+    for key in ("page_max_pixels", "image_max_pixels"):
+        value = getattr(config.indexing, key)
+        if value and not 4 * 32 * 32 <= value <= 1800 * 32 * 32:
+            raise bad(f"indexing.{key}", "must be 0 (the default for the device) or between "
+                      f"4096 and 1843200 (the model's maximum), not {value}")
     if not 0 <= t.rerank_budget_ms <= 600_000:
         raise bad("tui.rerank_budget_ms",
                   f"must be between 0 (no budget) and 600000, not {t.rerank_budget_ms}")

@@ -63,6 +63,7 @@ from kbterm.store import (
 
 if TYPE_CHECKING:
     from kbterm.config import Config
+    from kbterm.models.encoding import VisionLimits
     from kbterm.ingest.chunking import Chunker
     from kbterm.backends.base import EmbeddingBackend
 
@@ -250,6 +251,7 @@ class Indexer:
         self._recent: OrderedDict[str, Any] = OrderedDict()
         self.repair_report: Any = None  # what the last session's repair did (kbterm.repair)
         self._pause: Callable[[], bool] = lambda: False
+        self._auto_pixels: int | None = None  # the device's default picture size, once known
 
     # ------------------------------------------------------------------ models
 
@@ -598,10 +600,41 @@ class Indexer:
             jobs.append(_Job(found, replace(rec), rec, [rec.file_id], pictures=True))
         return jobs, len(pending), len(with_pictures)
 
+    def picture_pixels(self, file_type: str) -> int:
+        """The most pixels a PDF page image (``file_type`` "pdf") or a photo is indexed with:
+        ``indexing.page_max_pixels`` / ``image_max_pixels``, or the default for the device
+        that embeds (:mod:`kbterm.resolution`), within the embedder's own limit."""
+        cfg = self.config.indexing
+        chosen = cfg.page_max_pixels if file_type == "pdf" else cfg.image_max_pixels
+        return min(chosen or self.default_pixels(), self.embedder.limits.image_max_pixels)
+
+    def default_pixels(self) -> int:
+        """The index's default picture size: chosen for the embedding device when the index is
+        made, then kept in its meta.json (an index older than the setting: the contract's
+        maximum, what it was made with), so that moving it does not re-embed every picture."""
+        if self._auto_pixels is None:
+            from kbterm.resolution import CONTRACT_MAX_PIXELS, default_pixels
+
+            meta = self.store.read_meta() if self.store.path.is_dir() else None
+            if meta is not None:
+                self._auto_pixels = meta.picture_pixels or CONTRACT_MAX_PIXELS
+            else:
+                host = getattr(self.embedder, "host", None)
+                self._auto_pixels = default_pixels(host().device) if host else \
+                    CONTRACT_MAX_PIXELS
+        return self._auto_pixels
+
+    def limits(self, file_type: str) -> "VisionLimits":
+        """The vision limits a file of ``file_type`` is parsed with."""
+        limits = self.embedder.limits
+        if file_type in ("pdf", "image"):
+            limits = replace(limits, image_max_pixels=self.picture_pixels(file_type))
+        return limits
+
     def settings(self, file_type: str) -> str:
         """The settings that shape a file's chunks: a file indexed with other settings (another
         chunk size, segment length or pixel limit) is indexed again."""
-        limits = self.embedder.limits
+        limits = self.limits(file_type)
         cfg = self.config.indexing
         if file_type == "image":
             return f"pixels={limits.image_min_pixels}-{limits.image_max_pixels}"
@@ -785,7 +818,7 @@ class Indexer:
 
     def _sections(self, job: _Job, item: _InFlight) -> Iterator[Section]:
         ctx = ParseContext(
-            limits=self.embedder.limits,
+            limits=self.limits(job.record.file_type),
             video_segment_seconds=self.config.indexing.video_segment_seconds,
             warnings=item.warnings,
             stage="pictures" if job.pictures else
@@ -935,8 +968,10 @@ class Indexer:
         if self.store.chunks_table is not None:
             return
         dim = self.embedder.dimension
+        pixels = self.default_pixels()
         self.store.create_chunks_table(dim)
-        self.store.write_meta(IndexMeta(self.model_id, dim, self.dimension_setting))
+        self.store.write_meta(IndexMeta(self.model_id, dim, self.dimension_setting,
+                                        picture_pixels=pixels))
 
     def _finish_record(self, item: _InFlight) -> FileRecord:
         rec = item.job.record

@@ -310,6 +310,9 @@ class IndexMeta:
     created_at: float = field(default_factory=time.time)
     last_run_at: float = 0.0
     keyword_version: int = 0  # kbterm.keywords.KEYWORDS_VERSION of the keyword index
+    # The default pixels of a page or photo chosen for the device when the index was made
+    # (kbterm.resolution; 0: an index made before the setting: the contract's maximum).
+    picture_pixels: int = 0
 
 
 class Store:

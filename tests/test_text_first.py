@@ -184,3 +184,49 @@ def test_a_pause_leaves_the_pictures_pending_and_the_next_run_goes_on(tmp_path, 
     assert second.pictures_pending == 0 and second.indexed == 4 and second.unchanged == 3
     assert collect(config).pictures_pending == 0
     check_consistent(config)
+
+
+def test_a_lower_page_resolution_re_embeds_just_the_pictures(tmp_path, corpus, index_model_dir):
+    """indexing.page_max_pixels: the pages are drawn smaller (other pictures, embedded again);
+    the text keeps its vectors.  The embedder has the contract's limits here (the setting
+    works within them)."""
+    from kbterm.models.base import ModelSpec
+    from kbterm.models.embedder import Embedder
+    from kbterm.indexer import Indexer
+
+    folder = tmp_path / "library"
+    folder.mkdir()
+    book_excerpt(corpus, folder / "book.pdf", 2)
+    (folder / "note.md").write_text("# Note\n\nAbout tides.\n")
+    embedder = Embedder(ModelSpec("embedder", str(index_model_dir), device="cpu",
+                                  dtype="float32"))
+    config = make_config(index_model_dir, tmp_path / "data", [folder],
+                         page_max_pixels=64 * 32 * 32)
+    first = Indexer(config, embedder=embedder)
+    first.run()
+    assert first.picture_pixels("pdf") == 64 * 32 * 32
+    pages = {r["page"]: r["chunk_key"] for r in chunks(config, modality="image")}
+    texts = {r["chunk_key"] for r in chunks(config, modality="text")}
+    assert len(pages) == 2 and texts
+
+    lower = make_config(index_model_dir, tmp_path / "data", [folder],
+                        page_max_pixels=16 * 32 * 32)
+    summary = run_index(lower, embedder=embedder)
+    assert summary.indexed == 1 and summary.unchanged == 1  # the note is not touched
+    assert summary.embedded == 2  # the two pages; the book's text is reused
+    again = {r["page"]: r["chunk_key"] for r in chunks(lower, modality="image")}
+    assert again.keys() == pages.keys() and not set(again.values()) & set(pages.values())
+    assert {r["chunk_key"] for r in chunks(lower, modality="text")} == texts
+    check_consistent(lower)
+    # Left at 0, the default is the device's (this CPU), kept in the index's meta.json.
+    from kbterm.resolution import CPU_DEFAULT_PIXELS
+    from kbterm.store import Store
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    shutil.copy(folder / "note.md", notes)
+    fresh = make_config(index_model_dir, tmp_path / "fresh", [notes])
+    auto = Indexer(fresh, embedder=embedder)
+    auto.run()
+    assert auto.default_pixels() == CPU_DEFAULT_PIXELS
+    assert Store(fresh.data_path).read_meta().picture_pixels == CPU_DEFAULT_PIXELS
