@@ -572,6 +572,19 @@ class Store:
         file, was embedded before: its vector serves again)."""
         return self._vectors_where("chunk_key", keys)
 
+    def known_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` some row of the index holds (their vectors would be reused)."""
+        if self.chunks_table is None or not keys:
+            return set()
+
+        def read() -> list[Any]:
+            table = self.chunks_table
+            return [table.search().where(sql_in("chunk_key", group)).select(["chunk_key"])
+                    .limit(None).to_arrow() for group in _groups(list(keys))]
+
+        return {k for data in self._read(CHUNKS, read)
+                for k in data.column("chunk_key").to_pylist() if k}
+
     def _vectors_where(self, column: str, values: Sequence[str]) -> dict[str, Any]:
         if self.chunks_table is None or not values:
             return {}

@@ -101,11 +101,14 @@ class IndexProgress:
 @click.option("--repair", is_flag=True,
               help="Read the whole index back first and repair what is damaged (what was "
                    "lost is embedded again).")
+@click.option("--plan", "show_plan", is_flag=True,
+              help="Say what the run would embed and about how long it takes here; index "
+                   "nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_obj
 def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: bool,
-          verify: bool, repair: bool, as_json: bool, no_progress: bool) -> None:
+          verify: bool, repair: bool, show_plan: bool, as_json: bool, no_progress: bool) -> None:
     """Index PATHS (default: the folders in the config): only what changed is embedded.
 
     While `kbterm watch` runs it is the one writer: PATHS are handed over to it and this
@@ -115,6 +118,9 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
     from kbterm.lock import LockHeld
 
     show = not no_progress and not as_json and sys.stderr.isatty()
+    if show_plan:
+        _plan(state, list(paths) or None, as_json, show)
+        return
     summary = None
     with IndexProgress(show) as progress:
         indexer = Indexer(state.config, progress=progress)
@@ -156,6 +162,31 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
     problems = len(summary.failures) + len(summary.warnings)
     if problems:
         echo(f"{problems} warning(s): see `kbterm status`", err=True)
+
+
+def _plan(state: State, paths: list[str] | None, as_json: bool, show: bool) -> None:
+    """``kbterm index --plan``: counts, then (measured once per host) the time."""
+    from kbterm.indexer import Indexer
+    from kbterm.plan import Planner, estimate, measured_rates, plan_dict, render
+
+    indexer = Indexer(state.config)
+    roots = indexer.roots(paths)
+    rates = measured_rates(indexer, measure=False)
+    if rates is None:
+        echo("measuring the embedding speed on this host (once; kept in latency.json)…",
+             err=True)
+        rates = measured_rates(indexer)
+    with IndexProgress(show) as progress:
+        indexer.progress = progress
+        planner = Planner(indexer, progress)
+        work = planner.count(roots)
+    measured = planner.rates
+    rates.read_text, rates.draw_pixel = measured.read_text, measured.draw_pixel
+    rates.photo_pixel, rates.video_frame = measured.photo_pixel, measured.video_frame
+    if as_json:
+        echo_json(plan_dict(work, rates, estimate(work, rates)))
+    else:
+        echo(render(planner, work, rates))
 
 
 def _watcher_running(config: Any) -> bool:
