@@ -117,8 +117,10 @@ class Planner:
     """Counts the work of a run of ``indexer`` over ``roots`` (nothing is written)."""
 
     def __init__(self, indexer: "Indexer", progress: Callable[[str, int, int, str], None]
-                 | None = None) -> None:
+                 | None = None, quick: bool = False) -> None:
         self.indexer = indexer
+        # quick: text from file sizes (about 4 bytes a token), not read; pictures as always
+        self.quick = quick
         self.progress = progress or (lambda phase, done, total, current: None)
         self.rates = Rates(0.0, 0.0)
         self._keys: set[str] = set()
@@ -161,7 +163,7 @@ class Planner:
             self.progress("plan", n, len(todo), f.path)
             try:
                 if only != "pictures":
-                    self._text(f, work)
+                    self._quick_text(f, work) if self.quick else self._text(f, work)
                 if f.file_type in PICTURE_TYPES:
                     self._pictures(f, work)
             except (ParseError, OSError, ValueError) as exc:
@@ -203,6 +205,14 @@ class Planner:
             else:
                 work.passages += 1
                 work.text_tokens += tokens
+
+    def _quick_text(self, f: Any, work: Work) -> None:
+        if f.file_type in ("image", "video"):
+            return
+        size = self.indexer._chunk_config(f.file_type)
+        tokens = f.size // (40 if f.file_type == "pdf" else 4)  # (a PDF is mostly not text)
+        work.text_tokens += tokens
+        work.passages += max(1, math.ceil(tokens / max(1, size.size - size.overlap)))
 
     # ------------------------------------------------------------------ pictures
 
@@ -383,3 +393,52 @@ def render(planner: Planner, work: Work, rates: Rates) -> str:
         lines.append("           a GPU would take minutes: run kbterm serve on a GPU machine, "
                      "or a vLLM server (README: Where models run)")
     return "\n".join(lines)
+
+
+# A run is large (its first lines say what it will do) past either of these.
+LARGE_FILES = 100
+LARGE_SECONDS = 60.0
+
+
+def run_header(indexer: "Indexer", roots: list[str]) -> list[str]:
+    """The first lines of a large run: what it will embed (text counted from file sizes) and,
+    when the host's rates are known, about how long it takes; [] for a small run."""
+    planner = Planner(indexer, quick=True)
+    work = planner.count(roots)
+    rates = measured_rates(indexer, measure=False)
+    est = None
+    if rates is not None:
+        rates.draw_pixel, rates.photo_pixel = planner.rates.draw_pixel, planner.rates.photo_pixel
+        rates.video_frame = planner.rates.video_frame
+        est = estimate(work, rates)
+    if work.files + work.pending < LARGE_FILES and (est is None or est.seconds < LARGE_SECONDS):
+        return []
+    parts = [f"about {work.passages:,} passages"]
+    for n, what in ((work.pages, "page images"), (work.photos, "photos"),
+                    (work.segments, "video segments")):
+        if n:
+            parts.append(f"{n:,} {what}")
+    lines = [f"plan: {work.files + work.pending:,} files to index: {', '.join(parts)}"]
+    if est is not None:
+        lines.append(f"      {duration(est.seconds)} on {rates.host or 'this host'} (the text "
+                     f"first: {duration(est.text_seconds)}); details: kbterm index --plan")
+    else:
+        lines.append("      how long: kbterm index --plan (measures this host once)")
+    return lines
+
+
+def time_left(config: Any) -> str:
+    """For ``kbterm status`` while pictures are pending: about how long the work still to do
+    under the configured folders takes ("" when the host's rates are not known yet)."""
+    from kbterm.indexer import Indexer
+
+    indexer = Indexer(config)
+    rates = measured_rates(indexer, measure=False)
+    if rates is None:
+        return ""
+    planner = Planner(indexer, quick=True)
+    work = planner.count(indexer.roots())
+    rates.draw_pixel, rates.photo_pixel = planner.rates.draw_pixel, planner.rates.photo_pixel
+    rates.video_frame = planner.rates.video_frame
+    est = estimate(work, rates)
+    return f"{duration(est.seconds)} of indexing left on {rates.host or 'this host'}"

@@ -35,6 +35,7 @@ class IndexStatus:
     # of the indexed files that have pictures.
     pictures_pending: int = 0
     picture_files: int = 0
+    time_left: str = ""  # about how long the work left takes (kbterm.plan), when known
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,6 +127,8 @@ def render(status: IndexStatus, max_failures: int = 20) -> str:
         lines.append(f"pictures   pending for {status.pictures_pending} of "
                      f"{status.picture_files} files with pictures (text 100%, pictures "
                      f"{done}%): their text is searchable; kbterm index or watch goes on")
+        if status.time_left:
+            lines.append(f"           {status.time_left}")
     lines.extend(watcher_lines(status.watcher))
     lines.append("")
     statuses = ("indexed", "skipped", "failed")

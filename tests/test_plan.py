@@ -99,3 +99,23 @@ def test_kbterm_index_plan_measures_the_host_once_and_writes_no_index(tmp_path, 
     assert "3 page images" in text.stdout and "(searchable first)" in text.stdout
     assert "pages at 1,843,200 pixels" in text.stdout  # what another resolution would cost
     assert not (data / "index").exists() and (data / "latency.json").exists()
+
+
+def test_a_large_run_says_first_what_it_will_do(tmp_path, index_model_dir, index_embedder):
+    from kbterm.backends.latency import rates
+    from kbterm.plan import LARGE_FILES, rates_key, run_header
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(LARGE_FILES):
+        (folder / f"n{i:03d}.txt").write_text(f"Note {i} about the harbour. " * 20)
+    config = make_config(index_model_dir, tmp_path / "data", [folder])
+    indexer = Indexer(config, embedder=index_embedder)
+    lines = run_header(indexer, indexer.roots())
+    assert lines[0].startswith(f"plan: {LARGE_FILES} files to index: about ")
+    assert "kbterm index --plan" in lines[1]  # no rates known yet: not measured in a run
+    rates(config.data_path, index_embedder, rates_key(config, index_embedder))  # measured
+    lines = run_header(indexer, indexer.roots())
+    assert lines[1].strip().startswith("about ") and "(the text first: about" in lines[1]
+    small = make_config(index_model_dir, tmp_path / "small", [folder / "n000.txt"])
+    assert run_header(Indexer(small, embedder=index_embedder), [str(folder / "n000.txt")]) == []

@@ -180,6 +180,13 @@ def test_a_pause_leaves_the_pictures_pending_and_the_next_run_goes_on(tmp_path, 
     assert report.pictures_pending == 4
     assert "pictures   pending for 4 of 4 files with pictures" in render(report)
     assert "pictures pending for 4 file(s)" in first.line()
+    # Once the host's rates are known, status says about how long the rest takes.
+    from kbterm.backends.latency import rates
+    from kbterm.plan import rates_key, time_left
+
+    assert time_left(config) == ""
+    rates(config.data_path, index_embedder, rates_key(config, index_embedder))
+    assert time_left(config).endswith("of indexing left on this host")
     second = run_index(config, embedder=index_embedder)
     assert second.pictures_pending == 0 and second.indexed == 4 and second.unchanged == 3
     assert collect(config).pictures_pending == 0

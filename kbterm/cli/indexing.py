@@ -124,6 +124,8 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
     summary = None
     with IndexProgress(show) as progress:
         indexer = Indexer(state.config, progress=progress)
+        if not as_json and not (rebuild or repair):
+            _header(indexer, list(paths) or None)
         try:
             summary = indexer.run(list(paths) or None, rebuild=rebuild,
                                   retry_failed=retry_failed, verify=verify, repair=repair)
@@ -162,6 +164,18 @@ def index(state: State, paths: tuple[str, ...], rebuild: bool, retry_failed: boo
     problems = len(summary.failures) + len(summary.warnings)
     if problems:
         echo(f"{problems} warning(s): see `kbterm status`", err=True)
+
+
+def _header(indexer: Any, paths: list[str] | None) -> None:
+    """A large run says first what it will do (never stops the run)."""
+    from kbterm.plan import run_header
+
+    try:
+        lines = run_header(indexer, indexer.roots(paths))
+    except KbtermError:
+        return  # (the run says it better)
+    for line in lines:
+        echo(line, err=True)
 
 
 def _plan(state: State, paths: list[str] | None, as_json: bool, show: bool) -> None:
@@ -245,6 +259,13 @@ def status(state: State, as_json: bool, show_all: bool) -> None:
     from kbterm.status import collect, render
 
     report = collect(state.config)
+    if report.pictures_pending and state.config.folder_paths():
+        from kbterm.plan import time_left
+
+        try:
+            report.time_left = time_left(state.config)
+        except KbtermError:
+            pass  # (a server away: the counts still stand)
     if as_json:
         echo_json(report.to_dict())
     else:
