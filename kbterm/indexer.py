@@ -252,6 +252,9 @@ class Indexer:
         self.repair_report: Any = None  # what the last session's repair did (kbterm.repair)
         self._pause: Callable[[], bool] = lambda: False
         self._auto_pixels: int | None = None  # the device's default picture size, once known
+        # Text first, pictures after (False: each file's text and pictures together, as
+        # kbterm 0.1 did; the benchmarks' baseline).
+        self.text_first = True
 
     # ------------------------------------------------------------------ models
 
@@ -526,7 +529,7 @@ class Indexer:
                 size=f.size, mtime_ns=f.mtime_ns, content_hash=digest,
                 generation=new_id()[:8], settings=settings[f.file_type],
             )
-            if f.file_type in PICTURE_TYPES:  # its text now, its pictures after
+            if f.file_type in PICTURE_TYPES and self.text_first:  # its text now, pictures after
                 record.pictures, record.retired = "pending", _retired(old)
             # A file whose indexing was interrupted left its finished rows staged: resume
             # from them (their vectors are reused) as from an earlier version.
@@ -821,8 +824,7 @@ class Indexer:
             limits=self.limits(job.record.file_type),
             video_segment_seconds=self.config.indexing.video_segment_seconds,
             warnings=item.warnings,
-            stage="pictures" if job.pictures else
-            "text" if job.record.file_type in PICTURE_TYPES else "",
+            stage="pictures" if job.pictures else "text" if job.record.pictures else "",
         )
         try:  # the file the scan saw, and nothing a swap of its name put there since
             fd = open_checked(job.found.path, job.found.identity)
