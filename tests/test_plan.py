@@ -14,7 +14,7 @@ from conftest import run_commands
 from corpus_builder import book_excerpt
 from indexing_helpers import chunks, make_config, run_index
 from kbterm.indexer import Indexer
-from kbterm.plan import Planner, Rates, estimate
+from kbterm.plan import PER_RUN_SECONDS, Planner, Rates, estimate
 from test_index_robustness import write_config
 
 
@@ -74,7 +74,7 @@ def test_the_estimate_adds_the_measured_costs():
                 page_pixels=2_000_000)
     rates = Rates(text_token=0.01, visual_token=0.1, draw_pixel=1e-6, load=5.0)
     est = estimate(work, rates)
-    assert est.text_seconds == pytest.approx(5.0 + 0.6 + 2 * 0.02 + 10.0)
+    assert est.text_seconds == pytest.approx(5.0 + PER_RUN_SECONDS + 2 * 0.02 + 10.0)
     assert est.picture_seconds == pytest.approx(200.0 + 2.0 + 2 * 0.02)
     assert estimate(work, rates, page_tokens=1000, page_pixels=1_000_000).picture_seconds \
         == pytest.approx(100.0 + 1.0 + 2 * 0.02)
