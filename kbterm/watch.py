@@ -65,6 +65,17 @@ PUBLISH_SECONDS = 0.5  # the state file is rewritten at most this often while in
 StateFn = Callable[[WatcherState], None]
 
 
+def eta(started: float, done: float, total: float, now: float | None = None) -> str:
+    """", 3 min left" from the rate so far within a file ("" too early to say)."""
+    now = time.monotonic() if now is None else now
+    elapsed = now - started
+    if not (0 < done < total) or elapsed < 2:
+        return ""
+    left = elapsed / done * (total - done)
+    return f", {left:.0f} s left" if left < 90 else f", {left / 60:.0f} min left" \
+        if left < 5400 else f", {left / 3600:.1f} h left"
+
+
 class Pending:
     """Dirty paths, debounced per path and released in batches (thread-safe).
 
@@ -260,6 +271,7 @@ class Watcher:
         self._observer: Any = None
         self._busy = False
         self._pictures_paused = False  # a sync left pictures for newer work: go on with them
+        self._phase, self._file_started = "", time.monotonic()  # the file in progress
         self._last_publish = 0.0
         self._last_work = time.monotonic()
         self._optimize_at: float | None = None
@@ -686,11 +698,13 @@ class Watcher:
     def _progress(self, phase: str, done: int, total: int, current: str) -> None:
         with self._state_lock:
             if phase == "file":
-                self.state.within = current
+                self.state.within = current + eta(self._file_started, done, total)
             else:
-                if current != self.state.current:
+                if current != self.state.current or phase != self._phase:
                     self.state.within = ""
-                self.state.current = current
+                    self._file_started = time.monotonic()
+                self.state.current, self._phase = current, phase
+                self.state.step = "pictures" if phase == "pictures" else "text"
         self._publish()
 
     def _set(self, **changes: Any) -> None:

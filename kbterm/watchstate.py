@@ -39,7 +39,8 @@ class WatcherState:
     heartbeat: float = 0.0
     queue: int = 0  # paths waiting (debounce or batch)
     current: str = ""  # file being indexed
-    within: str = ""  # how far into it ("page 12 of 285"), when the parser says
+    within: str = ""  # how far into it ("page 12 of 285, 3 min left"), when the parser says
+    step: str = ""  # "text" or "pictures": which step of the run the current file is in
     files_done: int = 0  # files indexed, renamed or removed since start
     failed: int = 0
     batches: int = 0
@@ -74,8 +75,9 @@ class WatcherState:
             text += f", {self.queue} queued"
         if self.current and self.state == "indexing":
             text += f", {os.path.basename(self.current)}"
-            if self.within:
-                text += f" ({self.within})"
+            where = [w for w in ("pictures" if self.step == "pictures" else "", self.within) if w]
+            if where:
+                text += f" ({': '.join(where)})"
         text += f", {self.files_done} files updated"
         if self.pictures_pending and self.picture_files:
             done = 100 * (self.picture_files - self.pictures_pending) // self.picture_files

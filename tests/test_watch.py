@@ -125,6 +125,20 @@ class Clock:
         return self.now
 
 
+def test_progress_within_a_file_has_an_eta_from_its_rate():
+    from kbterm.watch import eta
+    from kbterm.watchstate import WatcherState
+
+    assert eta(100.0, 3, 12, now=101.0) == ""  # too early to say
+    assert eta(100.0, 3, 12, now=130.0) == ", 2 min left"  # 10 s a page, 9 to go
+    assert eta(100.0, 1, 400, now=160.0) == ", 6.7 h left"
+    state = WatcherState(pid=1, state="indexing", current="/d/book.pdf", step="pictures",
+                         within="page 3 of 12, 2 min left", running=True, responding=True,
+                         pictures_pending=1, picture_files=4)
+    assert "book.pdf (pictures: page 3 of 12, 2 min left)" in state.summary()
+    assert "text 100%, pictures 75%" in state.summary()
+
+
 def test_pending_debounces_each_path_and_batches_a_burst():
     clock = Clock()
     pending = Pending(0.5, 5.0, clock=clock)
