@@ -622,10 +622,19 @@ class Indexer:
             if meta is not None:
                 self._auto_pixels = meta.picture_pixels or CONTRACT_MAX_PIXELS
             else:
-                host = getattr(self.embedder, "host", None)
-                self._auto_pixels = default_pixels(host().device) if host else \
-                    CONTRACT_MAX_PIXELS
+                self._auto_pixels = default_pixels(self._embedding_device())
         return self._auto_pixels
+
+    def _embedding_device(self) -> str:
+        """The device the embedder runs on; a model of this process is not loaded for it."""
+        backend = self.embedder
+        spec = getattr(backend, "spec", None)
+        if spec is not None and not backend.loaded:
+            from kbterm.models.runtime import choose_runtime
+
+            return choose_runtime(spec.device, spec.dtype).device
+        host = getattr(backend, "host", None)
+        return host().device if host else ""
 
     def limits(self, file_type: str) -> "VisionLimits":
         """The vision limits a file of ``file_type`` is parsed with."""
