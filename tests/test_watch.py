@@ -288,11 +288,14 @@ def test_a_saved_note_does_not_wait_behind_a_pdfs_pictures(folder, make_running,
               and store.chunks_table.count_rows("modality = 'image'") >= 2, what="pages landing")
         (folder / "note.md").write_text("# Saved\n\nThe keeper saved this note.\n")
         until(lambda: str(folder / "note.md") in run.indexed(), what="the note")
-        assert ledger(run.config)[str(book)].pictures == "pending"  # the book waited
+        # (reads retry: the watcher may be compacting the table under this reader)
+        state = until(lambda: ledger(run.config)[str(book)].pictures or "done", what="ledger")
+        assert state == "pending"  # the book waited
         until(lambda: not ledger(run.config)[str(book)].pictures, timeout=120,
               what="the book's pages")
         run.settle()
-        assert len(chunks(run.config, path=str(book), modality="image")) == 16
+        assert until(lambda: len(chunks(run.config, path=str(book), modality="image")) or -1,
+                     what="chunks") == 16
         check_consistent(run.config)
         state = read_state(run.config.data_path)
         assert state.picture_files == 1 and state.pictures_pending == 0
