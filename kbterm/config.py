@@ -203,6 +203,16 @@ class TuiConfig:
 
 
 @dataclass
+class McpConfig:
+    """``kbterm mcp --http``: where the MCP server listens (stdio needs nothing)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8471
+    api_key_env: str = ""  # required for any bind other than loopback
+    allowed_origins: list[str] = field(default_factory=list)  # browser origins let in
+
+
+@dataclass
 class Config:
     """The whole configuration; ``source`` is the file it was read from (None: defaults)."""
 
@@ -212,6 +222,7 @@ class Config:
     indexing: IndexingConfig = field(default_factory=IndexingConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     ask: AskConfig = field(default_factory=AskConfig)
     tui: TuiConfig = field(default_factory=TuiConfig)

@@ -221,10 +221,15 @@ class Searcher:
     """Searches the index of ``config``'s data folder (reuse it: it keeps the vectors mapped)."""
 
     def __init__(self, config: "Config", *, embedder: "EmbeddingBackend | None" = None,
-                 reranker: "RerankBackend | None" = None) -> None:
+                 reranker: "RerankBackend | None" = None, read_only: bool = False) -> None:
         self.config = config
         self.store = Store(config.data_path)
-        self.cache = VectorCache(self.store)
+        # read_only: nothing is written to the data folder (kbterm mcp): the vector cache is
+        # held in memory when it lacks rows, pages are drawn into a temporary folder, and
+        # rerank costs are not kept.
+        self.read_only = read_only
+        self.cache = VectorCache(self.store, read_only=read_only)
+        self._pages_dir: Path | None = None
         self._embedder = embedder
         self._reranker = reranker
         self._version: tuple[float, int, int] | None = None
@@ -501,6 +506,8 @@ class Searcher:
         was measured yet (``kbterm doctor --load`` and ``kbterm serve`` measure it too)."""
         from kbterm.backends.latency import expected, record
 
+        if self.read_only:
+            return
         try:
             host = self.reranker.host()
             if expected(self.config.data_path, "reranker", host) is None:
@@ -599,12 +606,26 @@ class Searcher:
             return preview or None
         if hit.file_type == "pdf" and hit.page is not None:
             try:
-                return str(page_image(self.store.data_dir, hit.path, hit.page,
+                return str(page_image(self._pages_base(), hit.path, hit.page,
                                       self._mtime.get(hit.path, 0)))
             except Exception as exc:  # noqa: BLE001 - the file changed or went away
                 log.debug("cannot render %s page %s: %s", hit.path, hit.page, exc)
                 return None
         return hit.path
+
+    def _pages_base(self) -> Path:
+        """Where rendered pages are kept: the data folder, or (read-only) a temporary folder
+        removed when the process ends."""
+        if not self.read_only:
+            return self.store.data_dir
+        if self._pages_dir is None:
+            import atexit
+            import shutil
+            import tempfile
+
+            self._pages_dir = Path(tempfile.mkdtemp(prefix="kbterm-pages-"))
+            atexit.register(shutil.rmtree, self._pages_dir, ignore_errors=True)
+        return self._pages_dir
 
     def _rerank(self, text: str, image: "Medium | None", hits: list[Hit], n: int,
                 cancel: threading.Event | None = None) -> list[str]:

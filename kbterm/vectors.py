@@ -45,9 +45,10 @@ COMPACT_DEAD_FRACTION = 1 / 3
 class VectorCache:
     """The append-only float16 matrix of one index (see the module docstring)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, read_only: bool = False) -> None:
         self.store = store
         self.folder = store.data_dir / "cache"
+        self.read_only = read_only  # never write the cache (it is read if it is there)
         self.ids: list[str] = []
         self.position: dict[str, int] = {}
         self.dim = 0
@@ -198,13 +199,16 @@ class VectorCache:
     def _open_lock(self) -> Any:
         """The cache's lock file, open for writing; or for reading only (None: not even that)
         when the folder cannot be written."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            return open(self.folder / "lock", "a+")
-        except OSError as exc:
-            if not (is_not_writable(exc) or is_disk_full(exc)):
-                raise
-            self._unwritable = exc.strerror or str(exc)
+        if self.read_only:
+            self._unwritable = "read-only (kbterm mcp)"
+        else:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                return open(self.folder / "lock", "a+")
+            except OSError as exc:
+                if not (is_not_writable(exc) or is_disk_full(exc)):
+                    raise
+                self._unwritable = exc.strerror or str(exc)
         try:
             return open(self.folder / "lock", "r")
         except OSError:

@@ -11,7 +11,8 @@ import sys
 
 import click
 
-from kbterm.cli import indexing, search, serve, setup, watch  # noqa: F401 - they register commands
+# (they register their commands)
+from kbterm.cli import indexing, mcp, search, serve, setup, watch  # noqa: F401
 from kbterm.cli.base import cli, echo
 from kbterm.errors import KbtermError
 from kbterm.textsafe import visible
