@@ -150,10 +150,8 @@ class Tools:
 
     def _find(self, id: str | None, path: str | None, page: int | None, line: int | None,
               time: float | None) -> Any:
-        s = self.searcher
         with self._lock:
-            s.refresh()
-            rows = s._meta
+            rows = self.searcher.chunk_rows()
         if id:
             match = [r for r in rows if r["id"] == id]
             if not match:
@@ -186,7 +184,7 @@ class Tools:
     def _hit(self, row: dict[str, Any]) -> Any:
         from kbterm.retrieval import Hit
 
-        text = self.searcher._texts([row["id"]]).get(row["id"], "")
+        text = self.searcher.chunk_text(row["id"])
         hit = Hit(rank=0, id=row["id"], path=row["path"], file_type=row["file_type"],
                   modality=row["modality"], content=text, snippet="", title=row["title"] or "",
                   page=row["page"], line_start=row["line_start"], line_end=row["line_end"],

@@ -312,6 +312,16 @@ class Searcher:
                        if r.status == STATUS_INDEXED}
         self._version = version
 
+    def chunk_rows(self) -> list[dict[str, Any]]:
+        """Every live chunk's metadata (:data:`META_COLUMNS`), as the index is now."""
+        with self._lock:
+            self.refresh()
+            return list(self._meta)
+
+    def chunk_text(self, chunk_id: str) -> str:
+        """The stored text of one chunk ("" for a picture)."""
+        return self._texts([chunk_id]).get(chunk_id, "")
+
     @property
     def chunk_count(self) -> int:
         return len(self._meta)

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, subprocess_env
+from conftest import REPO, subprocess_env, write_config_file
 from corpus_builder import book_excerpt
 from indexing_helpers import make_config, run_index
 from test_index_media import unique_line
-from test_index_robustness import write_config
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,9 @@ def kb(tmp_path_factory, corpus, index_model_dir, index_embedder, index_serve):
     shutil.copy(corpus / "images" / "photo_1.jpg", folder)
     data = base / "data"
     run_index(make_config(index_model_dir, data, [folder]), embedder=index_embedder)
-    config = write_config(base / "c.toml", index_model_dir, data, served=index_serve)
+    config = write_config_file(base / "c.toml", index_model_dir,
+                               "[ask]\nmin_rerank_score = 0.0\n", data_dir=data,
+                               generator="max_new_tokens = 16\n", served=index_serve)
     return config, folder, data
 
 
@@ -84,6 +85,7 @@ def test_stdio_tools_search_get_status_and_bad_arguments(kb):
             ("get", {}), ("get", {"id": "no-such-chunk"}),
             ("get", {"path": str(book), "page": 99}))]
         out["status"] = await s.call_tool("status", {})  # still alive after the errors
+        out["ask"] = await s.call_tool("ask", {"question": "When did the fog horn sound?"})
         return out
 
     out = asyncio.run(stdio_session(config, work))
@@ -123,6 +125,11 @@ def test_stdio_tools_search_get_status_and_bad_arguments(kb):
     assert "has no chunk at page 99" in messages[5]
     status = out["status"].structured_content
     assert status["files"] == 3 and status["chunks"] > 3 and status["failures"] == 0
+    answer = out["ask"]  # the tiny served generator writes random words, with the sources
+    assert not answer.is_error, answer.content[0].text
+    sources = answer.structured_content["sources"]
+    assert sources and all(src["id"] and src["citation"] for src in sources)
+    assert "Sources:\n[1] " in answer.content[0].text
     assert snapshot(data) == before  # nothing written to the data folder
 
 
