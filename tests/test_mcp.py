@@ -64,31 +64,27 @@ async def stdio_session(config: Path, work):
                 return await work(session)
 
 
-def test_stdio_tools_search_get_status_and_bad_arguments(kb):
-    config, folder, data = kb
-    book = folder / "book.pdf"
-    phrase = unique_line(book, 2)
-    before = snapshot(data)
+async def exercise(s, phrase: str, book: Path) -> dict:
+    """Every tool, and bad arguments, through one session (either transport)."""
+    out = {"tools": {t.name: t for t in (await s.list_tools()).tools}}
+    out["search"] = await s.call_tool("search", {"query": phrase, "k": 5, "rerank": False,
+                                                 "type": ["pdf"]})
+    out["reranked"] = await s.call_tool("search", {"query": "fog horn harbour", "k": 10})
+    hits = out["reranked"].structured_content["hits"]
+    note = next(h for h in hits if h["path"].endswith("lighthouse.md"))
+    out["text"] = await s.call_tool("get", {"id": note["id"]})
+    out["page"] = await s.call_tool("get", {"path": str(book), "page": 2})
+    out["bad"] = [await s.call_tool(name, args) for name, args in (
+        ("search", {}), ("search", {"query": "x", "k": 0}),
+        ("search", {"query": "x", "type": ["spreadsheet"]}),
+        ("get", {}), ("get", {"id": "no-such-chunk"}),
+        ("get", {"path": str(book), "page": 99}))]
+    out["status"] = await s.call_tool("status", {})  # still alive after the errors
+    out["ask"] = await s.call_tool("ask", {"question": "When did the fog horn sound?"})
+    return out
 
-    async def work(s):
-        out = {"tools": {t.name: t for t in (await s.list_tools()).tools}}
-        out["search"] = await s.call_tool("search", {"query": phrase, "k": 5, "rerank": False,
-                                                     "type": ["pdf"]})
-        out["reranked"] = await s.call_tool("search", {"query": "fog horn harbour", "k": 10})
-        hits = out["reranked"].structured_content["hits"]
-        note = next(h for h in hits if h["path"].endswith("lighthouse.md"))
-        out["text"] = await s.call_tool("get", {"id": note["id"]})
-        out["page"] = await s.call_tool("get", {"path": str(book), "page": 2})
-        out["bad"] = [await s.call_tool(name, args) for name, args in (
-            ("search", {}), ("search", {"query": "x", "k": 0}),
-            ("search", {"query": "x", "type": ["spreadsheet"]}),
-            ("get", {}), ("get", {"id": "no-such-chunk"}),
-            ("get", {"path": str(book), "page": 99}))]
-        out["status"] = await s.call_tool("status", {})  # still alive after the errors
-        out["ask"] = await s.call_tool("ask", {"question": "When did the fog horn sound?"})
-        return out
 
-    out = asyncio.run(stdio_session(config, work))
+def check(out: dict, book: Path) -> None:
     tools = out["tools"]
     assert set(tools) == {"search", "get", "ask", "status"}
     schema = tools["search"].input_schema["properties"]
@@ -130,6 +126,14 @@ def test_stdio_tools_search_get_status_and_bad_arguments(kb):
     sources = answer.structured_content["sources"]
     assert sources and all(src["id"] and src["citation"] for src in sources)
     assert "Sources:\n[1] " in answer.content[0].text
+
+
+def test_stdio_tools_search_get_ask_status_and_bad_arguments(kb):
+    config, folder, data = kb
+    book = folder / "book.pdf"
+    before = snapshot(data)
+    out = asyncio.run(stdio_session(config, lambda s: exercise(s, unique_line(book, 2), book)))
+    check(out, book)
     assert snapshot(data) == before  # nothing written to the data folder
 
 
@@ -174,6 +178,9 @@ def test_streamable_http_with_a_key_and_origin_checks(kb, tmp_path):
         rebound = httpx2.post(url, json=body, headers=dict(key, Host="evil.example"))
         assert rebound.status_code in (400, 421)
 
+        book = folder / "book.pdf"
+        before = snapshot(data)
+
         async def session():
             from mcp import ClientSession
             from mcp.client.streamable_http import streamable_http_client
@@ -183,14 +190,10 @@ def test_streamable_http_with_a_key_and_origin_checks(kb, tmp_path):
             async with client, streamable_http_client(url, http_client=client) as (r, w):
                 async with ClientSession(r, w) as s:
                     await s.initialize()
-                    names = {t.name for t in (await s.list_tools()).tools}
-                    hit = await s.call_tool("search", {"query": "fog horn", "k": 3,
-                                                       "rerank": False})
-                    return names, hit
+                    return await exercise(s, unique_line(book, 2), book)
 
-        names, hit = asyncio.run(session())
-        assert names == {"search", "get", "ask", "status"}
-        assert any(h["path"].endswith("lighthouse.md") for h in hit.structured_content["hits"])
+        check(asyncio.run(session()), book)  # the same session as over stdio
+        assert snapshot(data) == before
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
