@@ -146,7 +146,7 @@ class Tools:
         picture = self._picture(hit)
         if picture is None:
             raise ToolInputError(f"{hit.citation()}: the picture cannot be read any more")
-        return hit.citation(), [f"{hit.citation()} ({hit.path})", picture]
+        return hit.citation(), [visible(f"{hit.citation()} ({hit.path})"), picture]
 
     def _find(self, id: str | None, path: str | None, page: int | None, line: int | None,
               time: float | None) -> Any:
@@ -207,7 +207,7 @@ class Tools:
             header = (f"{hit.citation()} ({hit.path}); lines {context.first_line}-"
                       f"{context.first_line + len(context.lines) - 1} with the hit's "
                       f"{context.hit_start}-{context.hit_end}")
-        return hit.citation(), [f"{header}\n\n{visible(body)}"]
+        return hit.citation(), [visible(f"{header}\n\n{body}")]
 
     def _picture(self, hit: Any) -> tuple[str, bytes] | None:
         """("image", JPEG bytes) of the hit's page, photo or keyframe, bounded in size."""
@@ -304,7 +304,8 @@ def render_search(out: SearchOut) -> str:
     for h in out.hits:
         score = f"rerank {h.rerank_score:.2f}" if h.rerank_score is not None else \
             f"cosine {h.embedding_score:.2f}" if h.embedding_score is not None else "keyword"
-        lines.append(f"{h.rank}. {h.citation} [{score}] id={h.id}\n   {h.snippet}")
+        lines.append(f"{h.rank}. {visible(h.citation, keep_newlines=False)} [{score}] "
+                     f"id={h.id}\n   {h.snippet}")
     return "\n".join(lines)
 
 
