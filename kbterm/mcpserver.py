@@ -182,17 +182,9 @@ class Tools:
         return self._hit(pick[0])
 
     def _hit(self, row: dict[str, Any]) -> Any:
-        from kbterm.retrieval import Hit
-
-        text = self.searcher.chunk_text(row["id"])
-        hit = Hit(rank=0, id=row["id"], path=row["path"], file_type=row["file_type"],
-                  modality=row["modality"], content=text, snippet="", title=row["title"] or "",
-                  page=row["page"], line_start=row["line_start"], line_end=row["line_end"],
-                  start_s=row["start_s"], end_s=row["end_s"])
-        if hit.modality == "video":
-            hit.image_path = row.get("preview") or None
-        elif hit.modality == "image" and hit.file_type == "image":
-            hit.image_path = hit.path
+        hit = self.searcher.hit(row["id"])
+        if hit is None:  # replaced between the two reads (a watcher writing)
+            raise ToolInputError(f"chunk {row['id']!r} is gone from the index: search again")
         return hit
 
     def _text(self, hit: Any) -> tuple[str, list[Any]]:
@@ -210,25 +202,14 @@ class Tools:
         return hit.citation(), [visible(f"{header}\n\n{body}")]
 
     def _picture(self, hit: Any) -> tuple[str, bytes] | None:
-        """("image", JPEG bytes) of the hit's page, photo or keyframe, bounded in size."""
+        """("image", JPEG bytes) of the hit's page, photo or keyframe, bounded in size (the
+        searcher draws a page, in a temporary folder, at the model's size)."""
         from kbterm.ingest.image import load_preview
 
+        if not hit.image_path:
+            return None
         try:
-            if hit.file_type == "pdf" and hit.page is not None:
-                import pymupdf
-
-                from kbterm.ingest.pdf import _open, render_page
-
-                doc = _open(Path(hit.path))
-                try:
-                    image = render_page(doc.load_page(hit.page - 1), MAX_IMAGE_SIDE ** 2 // 2)
-                finally:
-                    doc.close()
-                    pymupdf.TOOLS.reset_mupdf_warnings()
-            elif hit.image_path:
-                image = load_preview(hit.image_path, MAX_IMAGE_SIDE ** 2)
-            else:
-                return None
+            image = load_preview(hit.image_path, MAX_IMAGE_SIDE ** 2)
         except Exception as exc:  # noqa: BLE001 - gone, swapped, damaged: said as such
             log.info("cannot read the picture of %s: %s", hit.citation(), exc)
             return None

@@ -318,9 +318,12 @@ class Searcher:
             self.refresh()
             return list(self._meta)
 
-    def chunk_text(self, chunk_id: str) -> str:
-        """The stored text of one chunk ("" for a picture)."""
-        return self._texts([chunk_id]).get(chunk_id, "")
+    def hit(self, chunk_id: str) -> Hit | None:
+        """The live chunk ``chunk_id`` as a hit (no scores: not found by a query), or None."""
+        with self._lock:
+            self.refresh()
+            n = self._index_of.get(chunk_id)
+            return None if n is None else self._hits([(n, None, None, 0.0)], "")[0]
 
     @property
     def chunk_count(self) -> int:

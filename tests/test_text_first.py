@@ -28,32 +28,31 @@ def _explicit_data_dir(monkeypatch):
     monkeypatch.delenv("KBTERM_DATA_DIR", raising=False)
 
 
-@pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory, corpus) -> Path:
-    """Notes, two PDFs, a photo and a video."""
-    folder = tmp_path_factory.mktemp("mixed") / "library"
+def library(folder: Path, corpus: Path, pages: int, files: tuple[str, ...]) -> Path:
+    """Three notes, the first ``pages`` pages of the corpus's book, and ``files`` of the
+    corpus."""
     folder.mkdir()
     for i in range(3):
         (folder / f"note-{i}.md").write_text(f"# Note {i}\n\nThe lighthouse keeper {i} logs "
                                              "the tide and the fog.\n" * 4)
-    book_excerpt(corpus, folder / "book.pdf", 4)
-    shutil.copy(corpus / "pdf" / "slides.pdf", folder)
-    shutil.copy(corpus / "images" / "photo_1.jpg", folder)
-    shutil.copy(corpus / "video" / "example.mp4", folder)
+    book_excerpt(corpus, folder / "book.pdf", pages)
+    for name in files:
+        shutil.copy(corpus / name, folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, corpus) -> Path:
+    """Notes, two PDFs, a photo and a video."""
+    return library(tmp_path_factory.mktemp("mixed") / "library", corpus, 4,
+                   ("pdf/slides.pdf", "images/photo_1.jpg", "video/example.mp4"))
 
 
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory, corpus) -> Path:
     """Notes, a 3-page PDF and a photo (the kill tests embed at the contract's limits)."""
-    folder = tmp_path_factory.mktemp("small") / "library"
-    folder.mkdir()
-    for i in range(3):
-        (folder / f"note-{i}.md").write_text(f"# Note {i}\n\nThe lighthouse keeper {i} logs "
-                                             "the tide and the fog.\n" * 4)
-    book_excerpt(corpus, folder / "book.pdf", 3)
-    shutil.copy(corpus / "images" / "photo_1.jpg", folder)
-    return folder
+    return library(tmp_path_factory.mktemp("small") / "library", corpus, 3,
+                   ("images/photo_1.jpg",))
 
 
 @pytest.fixture(scope="module")
